@@ -1,0 +1,21 @@
+# modelloop developer entry points. `make help` lists them.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help venv test test-unit test-cluster lint typecheck crds crds-check cluster-binaries cluster-up cluster-down bench
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+venv: ## create/reuse the Python environment (.venv)
+	bash hack/python-env.sh
+
+test: venv cluster-binaries ## every test tier that runs on one machine (what CI runs)
+	$(PY) -m pytest
+
+test-unit: venv ## only the tests that need no cluster
+	$(PY) -m pytest -m "not cluster"
+
+test-cluster: venv cluster-binaries ## only the cluster tier
+	$(PY) -m pytest -m cluster

@@ -1,0 +1,1 @@
+"""modelloop operator: reconciles TrainingJob, OptimizationJob and ModelDeployment resources."""

@@ -1,0 +1,1 @@
+"""modelloop server image: TorchServe handler, metrics and entrypoint."""

@@ -1,0 +1,1 @@
+"""modelloop trainer image: fine-tune and compress text classifiers."""
