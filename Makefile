@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
 
 .PHONY: help venv test test-unit test-cluster lint typecheck crds crds-check cluster-binaries cluster-up cluster-down bench
 
@@ -12,10 +13,10 @@ venv: ## create/reuse the Python environment (.venv)
 	bash hack/python-env.sh
 
 test: venv cluster-binaries ## every test tier that runs on one machine (what CI runs)
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv ## only the tests that need no cluster
-	$(PY) -m pytest -m "not cluster"
+	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
 
 test-cluster: venv cluster-binaries ## only the cluster tier
-	$(PY) -m pytest -m cluster
+	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
