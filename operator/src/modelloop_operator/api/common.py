@@ -1,0 +1,314 @@
+"""Types shared by TrainingJob, OptimizationJob and ModelDeployment.
+
+Spec pieces (dataset, resources, scheduling, run policy, storage, output) are written by
+users; status pieces (conditions, lineage) by the operator. The scalar types (URIs,
+durations, quantities) live in :mod:`.scalars` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import ConfigDict, Field, model_validator
+
+from .base import SpecModel, StatusModel
+from .markers import Rule, k8s
+from .scalars import (
+    DURATION_PATTERN,
+    OUTPUT_URI_SCHEMES,
+    SOURCE_URI_SCHEMES,
+    Duration,
+    HttpURL,
+    LabelValue,
+    ObjectName,
+    OutputURI,
+    Quantity,
+    SourceURI,
+    check_uri,
+    parse_duration,
+    pvc_claim,
+    uri_scheme,
+)
+
+__all__ = [
+    "DURATION_PATTERN",
+    "OUTPUT_URI_SCHEMES",
+    "SOURCE_URI_SCHEMES",
+    "Condition",
+    "ConditionStatus",
+    "DatasetSpec",
+    "Duration",
+    "HttpURL",
+    "LabelValue",
+    "Lineage",
+    "LocalObjectReference",
+    "ModelArtifact",
+    "NodeResources",
+    "ObjectName",
+    "OutputSpec",
+    "OutputURI",
+    "Quantity",
+    "RetrainTrigger",
+    "RunPolicy",
+    "Scheduling",
+    "SourceURI",
+    "StorageSpec",
+    "Toleration",
+    "TriggerCheck",
+    "check_uri",
+    "parse_duration",
+    "pvc_claim",
+    "uri_scheme",
+]
+
+ShortString = Annotated[str, Field(max_length=256)]
+Message = Annotated[str, Field(max_length=32768)]
+
+
+class LocalObjectReference(SpecModel):
+    """A reference to an object of a known kind in the same namespace as the referrer.
+
+    Cross-namespace references are deliberately impossible: a team can only build on
+    what it can already read.
+    """
+
+    name: ObjectName
+    """Name of the object."""
+
+
+# --- spec pieces ------------------------------------------------------------------------
+
+class DatasetSpec(SpecModel):
+    """Labelled text data for training or evaluation.
+
+    ``builtin://bbc-news`` (BBC News, 2,225 articles, 5 topics) and
+    ``builtin://rotten-tomatoes`` (movie-review snippets, fresh/rotten) are research
+    datasets shipped in the trainer image, for demos and tests only; check their licences
+    before any other use. Other URIs point to a ``.jsonl`` or ``.csv`` file.
+    """
+
+    uri: SourceURI
+    """Training data: builtin://bbc-news, builtin://rotten-tomatoes, or a file.jsonl/.csv
+    under file://, pvc://<claim>/<path> or s3://."""
+
+    text_field: Annotated[str, Field(min_length=1, max_length=128)] = "text"
+    """Column (CSV) or key (JSON lines) holding the text."""
+
+    label_field: Annotated[str, Field(min_length=1, max_length=128)] = "label"
+    """Column or key holding the label."""
+
+    validation_uri: SourceURI | None = None
+    """Separate validation file; when absent, validationSplit of the data is held out."""
+
+    validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    """Fraction of the data held out for validation when validationUri is not set."""
+
+    max_samples: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
+    """Cap on the number of training examples (demos, smoke tests); all when absent."""
+
+
+class NodeResources(SpecModel):
+    """Compute for one node (one pod). Requests equal limits so that pods get the
+    Guaranteed QoS class and a gang is not torn apart by CPU throttling or eviction."""
+
+    gpus: Annotated[int, Field(ge=0, le=64)] = 0
+    """NVIDIA GPUs per node (nvidia.com/gpu); also the number of processes per node."""
+
+    cpu: Quantity | None = None
+    """CPU per node, e.g. 4 or 500m; the operator's default when absent."""
+
+    memory: Quantity | None = None
+    """Memory per node, e.g. 16Gi; the operator's default when absent."""
+
+
+class TolerationOperator(StrEnum):
+    """How a toleration matches a taint's value."""
+
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    """The taint effect a toleration matches."""
+
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(SpecModel):
+    """A pod toleration (core/v1 Toleration), copied as-is onto the pods."""
+
+    model_config = ConfigDict(json_schema_extra=k8s(Rule(
+        "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+        "value must be empty when operator is Exists", field_path=".value",
+    )))
+
+    key: Annotated[str, Field(max_length=316)] | None = None
+    """Taint key to match; empty with operator Exists matches every taint."""
+
+    operator: TolerationOperator = TolerationOperator.EQUAL
+    """Exists or Equal."""
+
+    value: Annotated[str, Field(max_length=63)] | None = None
+    """Taint value to match with operator Equal."""
+
+    effect: TaintEffect | None = None
+    """Taint effect to match; all effects when absent."""
+
+    toleration_seconds: Annotated[int, Field(ge=0)] | None = None
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+    @model_validator(mode="after")
+    def _exists_has_no_value(self) -> Toleration:
+        if self.operator is TolerationOperator.EXISTS and self.value:
+            raise ValueError("value must be empty when operator is Exists")
+        return self
+
+
+class Scheduling(SpecModel):
+    """Where pods may run and how a batch queue admits them."""
+
+    node_selector: Annotated[dict[str, LabelValue], Field(json_schema_extra=k8s(
+        max_properties=64))] = Field(default_factory=dict)
+    """Node labels every pod requires."""
+
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(
+        default_factory=list)
+    """Taints the pods tolerate (e.g. nvidia.com/gpu on GPU nodes)."""
+
+    priority_class_name: Annotated[str, Field(max_length=253)] | None = None
+    """PriorityClass of the pods."""
+
+    queue_name: Annotated[str, Field(max_length=63)] | None = None
+    """Kueue LocalQueue: set as label kueue.x-k8s.io/queue-name so Kueue admits the whole
+    gang at once (the operator creates the Job suspended for Kueue to release)."""
+
+
+class RunPolicy(SpecModel):
+    """How a job is retried, bounded in time, cleaned up and paused."""
+
+    backoff_limit: Annotated[int, Field(ge=0, le=100, json_schema_extra=k8s(
+        immutable=True))] = 2
+    """Restarts of the whole gang before the job fails. A node failure restarts every
+    node, since torchrun cannot continue with one rank missing."""
+
+    active_deadline_seconds: Annotated[int, Field(ge=1, le=31_536_000)] | None = Field(
+        default=None, json_schema_extra=k8s(immutable=True))
+    """Wall-clock limit for the whole job, all attempts included."""
+
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=31_536_000)] | None = None
+    """Delete the job's pods this long after it finished; the resource and its status stay.
+    May be changed at any time."""
+
+    suspend: bool = False
+    """Stop (delete) running pods and hold; set back to false to resume from the last
+    checkpoint. May be changed at any time."""
+
+
+class StorageSpec(SpecModel):
+    """Credentials for s3:// URIs, never inline: a Secret or a ServiceAccount."""
+
+    secret_name: ObjectName | None = None
+    """Secret in the same namespace whose keys become environment variables of the pods
+    (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)."""
+
+    service_account_name: ObjectName | None = None
+    """ServiceAccount the pods run as (e.g. one bound to a cloud IAM role)."""
+
+
+class OutputSpec(SpecModel):
+    """Where an artifact is written."""
+
+    uri: OutputURI
+    """Output location: file://, pvc://<claim>/<path> or s3://."""
+
+
+# --- status pieces ----------------------------------------------------------------------
+
+class ConditionStatus(StrEnum):
+    """Kubernetes condition status."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(StatusModel):
+    """One observation about the resource, as in the Kubernetes API conventions."""
+
+    type: Annotated[str, Field(min_length=1, max_length=316)]
+    """Ready, Progressing, Degraded, or a kind-specific type (Succeeded, Failed,
+    Suspended, Accepted, Retraining)."""
+
+    status: ConditionStatus
+    """True, False or Unknown."""
+
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    """CamelCase machine-readable cause."""
+
+    message: Message = ""
+    """Human-readable details."""
+
+    last_transition_time: datetime | None = None
+    """When status last changed."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The metadata.generation this condition was computed from."""
+
+
+class ModelArtifact(StatusModel):
+    """A model written by a job."""
+
+    uri: ShortString | None = None
+    """Where the model is."""
+
+    checksum: ShortString | None = None
+    """sha256:<hex> of the weights, so a deployment can prove what it serves."""
+
+
+class TriggerCheck(StatusModel):
+    """A monitoring check that failed and so triggered a retrain."""
+
+    name: ShortString
+    """Check name (drift, confidence, errorRate or a custom check)."""
+
+    value: float | None = None
+    """Observed value."""
+
+    threshold: float | None = None
+    """The bound it crossed."""
+
+
+class RetrainTrigger(StatusModel):
+    """Why an automatic retrain happened."""
+
+    model_deployment: ShortString | None = None
+    """The ModelDeployment whose monitoring triggered it."""
+
+    checks: Annotated[list[TriggerCheck], Field(max_length=64)] = Field(default_factory=list)
+    """The failed checks."""
+
+    at: datetime | None = None
+    """When the retrain was triggered."""
+
+
+class Lineage(StatusModel):
+    """Where a model came from: enough to reproduce it and to explain why it exists."""
+
+    base_model: ShortString | None = None
+    """URI of the pretrained model training started from."""
+
+    dataset: ShortString | None = None
+    """URI of the training data."""
+
+    training_job: ShortString | None = None
+    """TrainingJob that produced the weights."""
+
+    optimization_job: ShortString | None = None
+    """OptimizationJob that compressed and packaged them."""
+
+    triggered_by: RetrainTrigger | None = None
+    """Set when an automatic retrain created the job; absent for jobs a person created."""

@@ -1,0 +1,183 @@
+"""Constrained scalar types shared by every kind: URIs, durations, quantities, names.
+
+Each type validates in Python with a message a user can act on, and carries the same
+constraint into the CRD (a CEL rule with that message, or the Kubernetes int-or-string
+form), so the API server and the operator reject the same values with the same words.
+Regular expressions are written in the subset shared by Go RE2, CEL and Python ``re``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, Field, WithJsonSchema
+
+from .markers import Rule, k8s
+
+# --- URIs -------------------------------------------------------------------------------
+
+#: Schemes a model or dataset may be read from. ``builtin://`` names data and weights that
+#: ship inside the trainer image (``builtin://all-minilm-l6-v2``, ``builtin://bbc-news``,
+#: ``builtin://rotten-tomatoes``).
+SOURCE_URI_SCHEMES: Final = ("builtin", "file", "pvc", "s3")
+#: Schemes an artifact may be written to.
+OUTPUT_URI_SCHEMES: Final = ("file", "pvc", "s3")
+URI_MAX_LENGTH: Final = 1024
+
+# pvc://<claim>/<path>: the claim is a DNS-1123 subdomain, mounted by the operator.
+_PVC = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^ ]*)?$"
+
+
+def _uri_pattern(schemes: tuple[str, ...]) -> str:
+    other = [s for s in schemes if s != "pvc"]
+    return "^(" + "|".join(other) + r")://[^ ]+$"
+
+
+def _uri_rule(schemes: tuple[str, ...]) -> Rule:
+    listed = ", ".join(f"{s}://" for s in schemes)
+    return Rule(
+        rule=f"self.matches('{_uri_pattern(schemes)}') || self.matches('{_PVC}')",
+        message=f"must be a URI with scheme {listed} (pvc://<claim>/<path>), without spaces",
+    )
+
+
+def check_uri(value: str, schemes: tuple[str, ...]) -> str:
+    """Return ``value`` if it is a URI with one of ``schemes``; raise ValueError otherwise."""
+    if re.match(_uri_pattern(schemes), value) or ("pvc" in schemes and re.match(_PVC, value)):
+        return value
+    listed = ", ".join(f"{s}://" for s in schemes)
+    raise ValueError(
+        f"must be a URI with scheme {listed} (pvc://<claim>/<path>), without spaces; "
+        f"got {value!r}"
+    )
+
+
+def uri_scheme(uri: str) -> str:
+    """The scheme of a URI already validated by :func:`check_uri` (``pvc``, ``s3``...)."""
+    return uri.split("://", 1)[0]
+
+
+def pvc_claim(uri: str) -> str | None:
+    """The PersistentVolumeClaim a ``pvc://claim/path`` URI names, None for other schemes."""
+    if uri_scheme(uri) != "pvc":
+        return None
+    return uri.removeprefix("pvc://").split("/", 1)[0]
+
+
+SourceURI = Annotated[
+    str,
+    AfterValidator(lambda v: check_uri(v, SOURCE_URI_SCHEMES)),
+    Field(min_length=1, max_length=URI_MAX_LENGTH,
+          json_schema_extra=k8s(_uri_rule(SOURCE_URI_SCHEMES))),
+]
+"""A model or dataset location: ``builtin://``, ``file://``, ``pvc://claim/path`` or ``s3://``."""
+
+OutputURI = Annotated[
+    str,
+    AfterValidator(lambda v: check_uri(v, OUTPUT_URI_SCHEMES)),
+    Field(min_length=1, max_length=URI_MAX_LENGTH,
+          json_schema_extra=k8s(_uri_rule(OUTPUT_URI_SCHEMES))),
+]
+"""Where an artifact is written: ``file://``, ``pvc://claim/path`` or ``s3://``."""
+
+HTTP_URL_PATTERN: Final = r"^https?://[^ /]+(/[^ ]*)?$"
+
+HttpURL = Annotated[
+    str,
+    AfterValidator(lambda v: _check_http_url(v)),
+    Field(min_length=1, max_length=URI_MAX_LENGTH,
+          json_schema_extra=k8s(Rule(f"self.matches('{HTTP_URL_PATTERN}')",
+                                     "must be an http:// or https:// URL"))),
+]
+"""An http(s) endpoint, e.g. a Prometheus server."""
+
+
+def _check_http_url(value: str) -> str:
+    if not re.match(HTTP_URL_PATTERN, value):
+        raise ValueError(f"must be an http:// or https:// URL; got {value!r}")
+    return value
+
+
+# --- durations --------------------------------------------------------------------------
+
+#: Go-style durations: one or more ``<integer><unit>`` with units ms, s, m, h (``1h30m``).
+DURATION_PATTERN: Final = r"^([0-9]+(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str) -> timedelta:
+    """Parse a Go-style duration (``30s``, ``5m``, ``1h30m``, ``250ms``) into a timedelta.
+
+    Only the units a person would use for monitoring and cooldowns are accepted, so that
+    the schema pattern, CEL and this parser agree exactly.
+    """
+    if not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"must be a duration such as 30s, 5m or 1h; got {value!r}")
+    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    return timedelta(seconds=seconds)
+
+
+def _check_duration(value: str) -> str:
+    if parse_duration(value) <= timedelta(0):
+        raise ValueError(f"must be longer than zero; got {value!r}")
+    return value
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    Field(max_length=32, json_schema_extra=k8s(Rule(
+        f"self.matches('{DURATION_PATTERN}') && duration(self) > duration('0s')",
+        "must be a positive duration such as 30s, 5m or 1h (units ms, s, m, h)",
+    ))),
+]
+"""A positive Go-style duration string; read it with :func:`parse_duration`."""
+
+
+# --- quantities -------------------------------------------------------------------------
+
+#: Kubernetes resource quantity without a sign (``500m``, ``2``, ``4Gi``, ``1e3``).
+QUANTITY_PATTERN: Final = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+
+def _check_quantity(value: int | str) -> int | str:
+    if isinstance(value, bool):
+        raise ValueError("must be a quantity such as 500m, 2 or 4Gi, not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must not be negative; got {value}")
+        return value
+    if not re.fullmatch(QUANTITY_PATTERN, value):
+        raise ValueError(f"must be a Kubernetes quantity such as 500m, 2 or 4Gi; got {value!r}")
+    return value
+
+
+Quantity = Annotated[
+    int | str,
+    AfterValidator(_check_quantity),
+    WithJsonSchema({
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY_PATTERN,
+        "x-kubernetes-int-or-string": True,
+    }),
+]
+"""A Kubernetes resource quantity, as an integer or a string (``500m``, ``4Gi``)."""
+
+
+# --- names ------------------------------------------------------------------------------
+
+DNS_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+ObjectName = Annotated[
+    str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+]
+"""The name of an object in the same namespace (a DNS-1123 subdomain)."""
+
+LabelValue = Annotated[str, Field(max_length=63)]

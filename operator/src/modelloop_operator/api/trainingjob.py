@@ -1,0 +1,235 @@
+"""TrainingJob: fine-tune a pretrained model on labelled text, on one or more nodes.
+
+The operator runs it as an indexed batch/v1 Job (one pod per node, torchrun inside) with a
+headless Service for rendezvous, retries the whole gang up to ``runPolicy.backoffLimit``
+times, and records metrics, the model URI and its lineage in status. Once Succeeded or
+Failed the job never runs again: change the spec by creating a new TrainingJob.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .base import SpecModel, StatusModel
+from .common import (
+    Condition,
+    DatasetSpec,
+    Lineage,
+    ModelArtifact,
+    NodeResources,
+    OutputSpec,
+    RunPolicy,
+    Scheduling,
+    SourceURI,
+    StorageSpec,
+)
+from .markers import k8s
+from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn
+
+IMAGE_MAX_LENGTH = 512
+
+
+class Task(StrEnum):
+    """What the model learns to do."""
+
+    TEXT_CLASSIFICATION = "text-classification"
+
+
+class EvaluationMetric(StrEnum):
+    """Metric computed on the validation data."""
+
+    ACCURACY = "accuracy"
+    F1_MACRO = "f1_macro"
+
+
+class BaseModelSpec(SpecModel):
+    """The pretrained model training starts from."""
+
+    uri: SourceURI
+    """builtin://all-minilm-l6-v2 (shipped in the trainer image) or a model directory under
+    file://, pvc://<claim>/<path> or s3://."""
+
+
+class Hyperparameters(SpecModel):
+    """Optimizer and data settings, passed to the trainer as flags."""
+
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 3
+    """Passes over the training data."""
+
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    """Examples per step per process."""
+
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 5e-5
+    """Peak learning rate of AdamW."""
+
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """AdamW weight decay."""
+
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Fraction of steps spent warming the learning rate up."""
+
+    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=1024)] = 1
+    """Steps whose gradients are summed before an optimizer update."""
+
+    max_length: Annotated[int, Field(ge=8, le=8192)] = 128
+    """Tokens per example; longer texts are truncated."""
+
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 42
+    """Random seed, for reproducible runs."""
+
+    checkpoint_every: Annotated[int, Field(ge=1, le=10_000_000)] = 500
+    """Optimizer steps between checkpoints; a restarted gang resumes from the last one."""
+
+
+class EvaluationGate(SpecModel):
+    """The bar a trained model must pass; missing it fails the job (no retry)."""
+
+    metric: EvaluationMetric = EvaluationMetric.ACCURACY
+    """Metric the gate compares: accuracy or f1_macro."""
+
+    min_score: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Lowest acceptable value of the metric on the validation data; no gate when absent."""
+
+
+class TrainingJobSpec(SpecModel):
+    """What to train, on what data, with which resources.
+
+    Everything but runPolicy.suspend and runPolicy.ttlSecondsAfterFinished is immutable:
+    a TrainingJob is a record of one training run.
+    """
+
+    model: BaseModelSpec = Field(json_schema_extra=k8s(immutable=True))
+    """Base (pretrained) model."""
+
+    task: Task = Field(default=Task.TEXT_CLASSIFICATION, json_schema_extra=k8s(immutable=True))
+    """What the model learns: text-classification."""
+
+    dataset: DatasetSpec = Field(json_schema_extra=k8s(immutable=True))
+    """Training (and validation) data."""
+
+    hyperparameters: Hyperparameters = Field(
+        default_factory=Hyperparameters, json_schema_extra=k8s(immutable=True, default={}))
+    """Optimizer and data settings."""
+
+    num_nodes: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=1, json_schema_extra=k8s(immutable=True))
+    """Nodes (pods) in the gang; torchrun runs resources.gpus processes on each (one when
+    there are no GPUs)."""
+
+    resources: NodeResources = Field(
+        default_factory=NodeResources, json_schema_extra=k8s(immutable=True, default={}))
+    """Compute per node."""
+
+    image: Annotated[str, Field(min_length=1, max_length=IMAGE_MAX_LENGTH)] | None = Field(
+        default=None, json_schema_extra=k8s(immutable=True))
+    """Trainer image; the operator's configured trainer image when absent."""
+
+    scheduling: Scheduling = Field(
+        default_factory=Scheduling, json_schema_extra=k8s(immutable=True, default={}))
+    """Node selection, tolerations, priority and Kueue queue."""
+
+    run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra=k8s(default={}))
+    """Retries, deadline, cleanup and suspension."""
+
+    evaluation: EvaluationGate = Field(
+        default_factory=EvaluationGate, json_schema_extra=k8s(immutable=True, default={}))
+    """Metric and minimum score the model must reach."""
+
+    output: OutputSpec = Field(json_schema_extra=k8s(immutable=True))
+    """Where the trained model is written."""
+
+    storage: StorageSpec = Field(
+        default_factory=StorageSpec, json_schema_extra=k8s(immutable=True, default={}))
+    """Credentials for s3:// URIs."""
+
+
+class TrainingJobPhase(StrEnum):
+    """Summary of the job's state, for printer columns. Succeeded and Failed are final."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Succeeded and Failed never change again; children are never recreated."""
+        return self in (TrainingJobPhase.SUCCEEDED, TrainingJobPhase.FAILED)
+
+
+class TrainingJobStatus(StatusModel):
+    """What the operator observed. Written only by the operator."""
+
+    phase: TrainingJobPhase | None = None
+    """Pending, Running, Succeeded, Failed or Suspended."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The metadata.generation this status describes."""
+
+    conditions: Annotated[list[Condition], Field(max_length=32)] = Field(
+        default_factory=list,
+        json_schema_extra=k8s(list_type="map", list_map_keys=("type",)))
+    """Ready, Progressing, Succeeded, Failed, Suspended (one per type)."""
+
+    attempts: Annotated[int, Field(ge=0)] = 0
+    """Gang starts so far, the first included."""
+
+    start_time: datetime | None = None
+    """When the first attempt started."""
+
+    completion_time: datetime | None = None
+    """When the job succeeded or failed."""
+
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """Final validation metrics (accuracy, f1_macro, loss...)."""
+
+    model: ModelArtifact | None = None
+    """The trained model: URI and checksum."""
+
+    labels: Annotated[list[str], Field(max_length=10_000)] = Field(default_factory=list)
+    """Class labels the model predicts, in output order."""
+
+    lineage: Lineage | None = None
+    """Base model, dataset and what triggered the job."""
+
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """Last human-readable explanation (e.g. why the job failed)."""
+
+
+class TrainingJob(BaseModel):
+    """A whole TrainingJob object as the API server returns it."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    api_version: Literal["modelloop.dev/v1alpha1"] = Field(
+        default="modelloop.dev/v1alpha1", alias="apiVersion")
+    kind: Literal["TrainingJob"] = "TrainingJob"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: TrainingJobSpec
+    status: TrainingJobStatus = Field(default_factory=TrainingJobStatus)
+
+
+TRAININGJOB_KIND = KindInfo(
+    kind="TrainingJob",
+    plural="trainingjobs",
+    singular="trainingjob",
+    short_names=("tj",),
+    max_name_length=50,
+    description=__doc__ or "",
+    spec_model=TrainingJobSpec,
+    status_model=TrainingJobStatus,
+    printer_columns=(
+        PrinterColumn(name="Phase", type="string", json_path=".status.phase",
+                      description="Pending, Running, Succeeded, Failed or Suspended."),
+        PrinterColumn(name="Accuracy", type="number", json_path=".status.metrics.accuracy",
+                      description="Validation accuracy of the trained model."),
+        PrinterColumn(name="Attempts", type="integer", json_path=".status.attempts",
+                      description="Gang starts so far."),
+        AGE_COLUMN,
+    ),
+)
