@@ -49,6 +49,8 @@ __all__ = [
     "ObjectName",
     "OutputSpec",
     "OutputURI",
+    "PodMetadata",
+    "PodTemplateOverrides",
     "Quantity",
     "RetrainTrigger",
     "RunPolicy",
@@ -206,6 +208,27 @@ class RunPolicy(SpecModel):
     suspend: bool = False
     """Stop (delete) running pods and hold; set back to false to resume from the last
     checkpoint. May be changed at any time."""
+
+
+class PodMetadata(SpecModel):
+    """Labels and annotations added to every pod the operator creates for this resource."""
+
+    labels: Annotated[dict[str, LabelValue], Field(json_schema_extra=k8s(
+        max_properties=64))] = Field(default_factory=dict)
+    """Extra pod labels. The operator's own labels (app.kubernetes.io/*, modelloop.dev/*)
+    win over a user label with the same key."""
+
+    annotations: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(
+        json_schema_extra=k8s(max_properties=64))] = Field(default_factory=dict)
+    """Extra pod annotations (sidecar injection, cost attribution...)."""
+
+
+class PodTemplateOverrides(SpecModel):
+    """What a user may add to the operator's pod template. Deliberately narrow: the pod
+    spec itself is the operator's, so that gangs, probes and mounts stay correct."""
+
+    metadata: PodMetadata = Field(default_factory=PodMetadata)
+    """Pod labels and annotations."""
 
 
 class StorageSpec(SpecModel):

@@ -22,6 +22,7 @@ from .common import (
     ModelArtifact,
     NodeResources,
     OutputSpec,
+    PodTemplateOverrides,
     RunPolicy,
     Scheduling,
     SourceURI,
@@ -132,6 +133,10 @@ class TrainingJobSpec(SpecModel):
         default_factory=Scheduling, json_schema_extra=k8s(immutable=True, default={}))
     """Node selection, tolerations, priority and Kueue queue."""
 
+    pod_template: PodTemplateOverrides = Field(
+        default_factory=PodTemplateOverrides, json_schema_extra=k8s(immutable=True))
+    """Labels and annotations for the pods."""
+
     run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra=k8s(default={}))
     """Retries, deadline, cleanup and suspension."""
 
@@ -177,7 +182,15 @@ class TrainingJobStatus(StatusModel):
     """Ready, Progressing, Succeeded, Failed, Suspended (one per type)."""
 
     attempts: Annotated[int, Field(ge=0)] = 0
-    """Gang starts so far, the first included."""
+    """Number of the current attempt (the -a<n> suffix of the Job now running); 0 before
+    the first start."""
+
+    failed_attempts: Annotated[int, Field(ge=0)] = 0
+    """Attempts that failed and count against runPolicy.backoffLimit."""
+
+    disruptions: Annotated[int, Field(ge=0)] = 0
+    """Gang restarts caused by preemption or eviction; they do not count against
+    runPolicy.backoffLimit."""
 
     start_time: datetime | None = None
     """When the first attempt started."""
