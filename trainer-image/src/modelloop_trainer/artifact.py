@@ -1,0 +1,312 @@
+"""The model artifact directory: the one format written by train and optimize, read by the server.
+
+See docs/artifact-format.md for the layout. This module is its only writer (`save_artifact`)
+and only reader (`load_artifact`): the server image installs this package rather than
+re-implementing the format, so the two sides cannot drift apart.
+
+Every artifact is a Hugging Face-style directory (config.json, model.safetensors, tokenizer
+files) plus our own files: `modelloop.json` (the manifest: format version, label names,
+max_length, how the weights are encoded, checksums, the techniques applied), `labels.json`
+and `reference_profile.json`. Nothing is ever unpickled: weights are safetensors, the rest
+is JSON, so loading an artifact from an untrusted bucket cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
+
+from modelloop_trainer import __version__
+from modelloop_trainer.errors import ArtifactError
+from modelloop_trainer.profile import ReferenceProfile
+from modelloop_trainer.quantized_state import export_tensors, rebuild_quantized
+
+FORMAT = "modelloop-artifact"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "modelloop.json"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+LABELS_FILE = "labels.json"
+METRICS_FILE = "metrics.json"
+PROFILE_FILE = "reference_profile.json"
+
+ENCODING_FLOAT = "float"
+ENCODING_DYNAMIC_INT8 = "dynamic-int8"
+
+
+@dataclass
+class LoadedArtifact:
+    """A ready-to-run classifier: the module in eval mode and everything needed to call it."""
+
+    path: Path
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    labels: list[str]
+    max_length: int
+    reference_profile: ReferenceProfile
+    manifest: dict[str, Any]
+
+    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenize a batch the way the model was trained: truncated at max_length, padded
+        to the longest text in the batch (not to max_length, which would waste compute)."""
+        batch = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        device = _device_of(self.model)
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
+        """Softmax probabilities (len(texts) x len(labels)), float32 on the CPU."""
+        with torch.inference_mode():
+            logits = self.model(**self.encode(texts)).logits
+        return torch.softmax(logits.float(), dim=-1).cpu()
+
+
+@dataclass
+class ArtifactContents:
+    """What `save_artifact` writes, apart from the model and tokenizer themselves."""
+
+    labels: Sequence[str]
+    max_length: int
+    reference_profile: ReferenceProfile
+    metrics: Mapping[str, Any] | None = None
+    techniques: Sequence[Mapping[str, Any]] = ()
+    lineage: Mapping[str, Any] = field(default_factory=dict)
+
+
+def save_artifact(
+    directory: Path,
+    *,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    contents: ArtifactContents,
+) -> dict[str, Any]:
+    """Write `model` (float or dynamically quantized) as an artifact into `directory`.
+
+    Returns the manifest. The model's config must already carry id2label/label2id matching
+    `contents.labels` (the trainer sets them when it builds the head).
+    """
+    labels = list(contents.labels)
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError("save_artifact needs a transformers model (it has no .config)")
+    config_labels = [config.id2label[i] for i in range(len(config.id2label))]
+    if config_labels != labels:
+        raise ValueError(f"model config labels {config_labels} differ from {labels}")
+    if contents.reference_profile.labels != tuple(labels):
+        raise ValueError("reference profile labels differ from the artifact's labels")
+    directory.mkdir(parents=True, exist_ok=True)
+
+    tensors, kinds = export_tensors(model)
+    encoding = ENCODING_DYNAMIC_INT8 if kinds else ENCODING_FLOAT
+    # Tied weights (one tensor under two names) would make safetensors refuse to save; our
+    # classifiers have none, and cloning keeps that an explicit copy if one ever appears.
+    tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}
+    metadata = {"format": "pt", "encoding": encoding}
+    save_file(tensors, str(directory / WEIGHTS_FILE), metadata=metadata)
+    config.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    _write_json(directory / LABELS_FILE, labels)
+    contents.reference_profile.save(directory / PROFILE_FILE)
+    if contents.metrics is not None:
+        _write_json(directory / METRICS_FILE, dict(contents.metrics))
+
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "task": "text-classification",
+        "architecture": type(model).__name__,
+        "labels": labels,
+        "maxLength": contents.max_length,
+        "weights": {
+            "file": WEIGHTS_FILE,
+            "encoding": encoding,
+            "sha256": sha256_file(directory / WEIGHTS_FILE),
+            "sizeBytes": (directory / WEIGHTS_FILE).stat().st_size,
+        },
+        "quantization": (
+            {"scheme": ENCODING_DYNAMIC_INT8, "backend": "torch.ao.quantization", "modules": kinds}
+            if kinds
+            else None
+        ),
+        "parameters": sum(int(v.numel()) for v in tensors.values()),
+        "techniques": [dict(t) for t in contents.techniques],
+        "lineage": dict(contents.lineage),
+        "createdBy": {
+            "modelloop-trainer": __version__,
+            "torch": torch.__version__,
+            "transformers": _transformers_version(),
+        },
+    }
+    _write_json(directory / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def load_artifact(
+    path: str | Path, *, device: str | torch.device = "cpu", verify_checksum: bool = True
+) -> LoadedArtifact:
+    """Load an artifact directory into a ready-to-run model in eval mode.
+
+    Raises ArtifactError naming the directory and what is wrong with it. Quantized artifacts
+    run on the CPU only (dynamic int8 kernels are CPU kernels).
+    """
+    directory = Path(path)
+    manifest = read_manifest(directory)
+    weights = manifest["weights"]
+    weights_path = directory / weights["file"]
+    if not weights_path.is_file():
+        raise ArtifactError(f"artifact {directory}: weights file {weights['file']} is missing")
+    if verify_checksum and sha256_file(weights_path) != weights["sha256"]:
+        raise ArtifactError(
+            f"artifact {directory}: {weights['file']} does not match the checksum in "
+            f"{MANIFEST_FILE} (corrupt or partially copied)"
+        )
+    labels = read_labels(directory)
+    if labels != manifest["labels"]:
+        raise ArtifactError(f"artifact {directory}: {LABELS_FILE} disagrees with {MANIFEST_FILE}")
+
+    try:
+        config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(
+            f"artifact {directory}: cannot read config or tokenizer: {exc}"
+        ) from exc
+    if int(config.num_labels) != len(labels):
+        raise ArtifactError(
+            f"artifact {directory}: config has {config.num_labels} labels, "
+            f"{LABELS_FILE} has {len(labels)}"
+        )
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"artifact {directory}: cannot read {weights['file']}: {exc}") from exc
+
+    model: nn.Module = AutoModelForSequenceClassification.from_config(  # type: ignore[no-untyped-call]
+        config
+    )
+    if weights["encoding"] == ENCODING_DYNAMIC_INT8:
+        if torch.device(device).type != "cpu":
+            raise ArtifactError(
+                f"artifact {directory}: dynamic int8 weights run on the CPU only, not {device}"
+            )
+        quantization = manifest.get("quantization") or {}
+        rebuild_quantized(model, tensors, quantization.get("modules", {}), source=str(directory))
+    elif weights["encoding"] == ENCODING_FLOAT:
+        expected = set(model.state_dict())
+        if set(tensors) != expected:
+            missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+            raise ArtifactError(
+                f"artifact {directory}: weights do not fit the config "
+                f"(missing {missing[:3]}, unexpected {extra[:3]})"
+            )
+        model.load_state_dict(tensors, strict=True)
+    else:
+        raise ArtifactError(
+            f"artifact {directory}: unknown weights encoding {weights['encoding']!r}"
+        )
+    model.to(device)
+    model.eval()
+    return LoadedArtifact(
+        path=directory,
+        model=model,
+        tokenizer=tokenizer,
+        labels=labels,
+        max_length=int(manifest["maxLength"]),
+        reference_profile=ReferenceProfile.load(directory / PROFILE_FILE),
+        manifest=manifest,
+    )
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The artifact's manifest, checked for format and version."""
+    if not directory.is_dir():
+        raise ArtifactError(f"artifact {directory}: not a directory")
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise ArtifactError(
+            f"artifact {directory}: no {MANIFEST_FILE} "
+            "(not a modelloop artifact, or incompletely copied)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            f"artifact {directory}: {MANIFEST_FILE} is not valid JSON: {exc}"
+        ) from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"artifact {directory}: {MANIFEST_FILE} is not a {FORMAT} manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"artifact {directory}: format version {manifest.get('version')!r}, this reader "
+            f"understands {FORMAT_VERSION}"
+        )
+    for key in ("labels", "maxLength", "weights"):
+        if key not in manifest:
+            raise ArtifactError(f"artifact {directory}: {MANIFEST_FILE} lacks {key!r}")
+    return manifest
+
+
+def read_labels(directory: Path) -> list[str]:
+    path = directory / LABELS_FILE
+    try:
+        labels = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"artifact {directory}: {LABELS_FILE} is missing") from exc
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"artifact {directory}: {LABELS_FILE} is not valid JSON") from exc
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ArtifactError(
+            f"artifact {directory}: {LABELS_FILE} must be a non-empty list of strings"
+        )
+    return labels
+
+
+def sha256_file(path: Path) -> str:
+    """`sha256:<hex>` of a file, the checksum form used in manifests and termination messages."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def weights_size_bytes(directory: Path) -> int:
+    """Size on disk of the weights file: the figure optimization reports compare."""
+    name = str(read_manifest(directory)["weights"]["file"])
+    return (directory / name).stat().st_size
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return str(transformers.__version__)
