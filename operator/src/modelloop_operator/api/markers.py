@@ -16,6 +16,9 @@ from pydantic.config import JsonDict, JsonValue
 
 #: Key the generator looks for: the field may not change after creation.
 IMMUTABLE_KEY = "x-modelloop-immutable"
+#: Key the generator looks for: the subtree is a template for objects the operator
+#: creates, so the immutability of the templated kind does not apply inside it.
+TEMPLATE_KEY = "x-modelloop-template"
 
 #: ``reason`` values the API server accepts on a validation rule.
 Reason = Literal["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired",
@@ -49,6 +52,7 @@ class Rule:
 def k8s(
     *rules: Rule,
     immutable: bool = False,
+    template: bool = False,
     default: JsonValue = None,
     list_type: Literal["atomic", "set", "map"] | None = None,
     list_map_keys: tuple[str, ...] = (),
@@ -65,6 +69,8 @@ def k8s(
         extra["x-kubernetes-validations"] = [dict(r.to_schema()) for r in rules]
     if immutable:
         extra[IMMUTABLE_KEY] = True
+    if template:
+        extra[TEMPLATE_KEY] = True
     if default is not None:
         extra["default"] = default
     if list_type is not None:

@@ -8,17 +8,14 @@ Failed the job never runs again: change the spec by creating a new TrainingJob.
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import SpecModel, StatusModel
+from .base import SpecModel
 from .common import (
-    Condition,
     DatasetSpec,
-    Lineage,
     ModelArtifact,
     NodeResources,
     OutputSpec,
@@ -28,6 +25,7 @@ from .common import (
     SourceURI,
     StorageSpec,
 )
+from .jobs import JobPhase, JobStatus
 from .markers import k8s
 from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn
 
@@ -152,66 +150,23 @@ class TrainingJobSpec(SpecModel):
     """Credentials for s3:// URIs."""
 
 
-class TrainingJobPhase(StrEnum):
-    """Summary of the job's state, for printer columns. Succeeded and Failed are final."""
-
-    PENDING = "Pending"
-    RUNNING = "Running"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    SUSPENDED = "Suspended"
-
-    @property
-    def is_terminal(self) -> bool:
-        """Succeeded and Failed never change again; children are never recreated."""
-        return self in (TrainingJobPhase.SUCCEEDED, TrainingJobPhase.FAILED)
+TrainingJobPhase = JobPhase
+"""Pending, Running, Succeeded, Failed or Suspended (shared with OptimizationJob)."""
 
 
-class TrainingJobStatus(StatusModel):
+class TrainingJobStatus(JobStatus):
     """What the operator observed. Written only by the operator."""
 
-    phase: TrainingJobPhase | None = None
-    """Pending, Running, Succeeded, Failed or Suspended."""
-
-    observed_generation: Annotated[int, Field(ge=0)] | None = None
-    """The metadata.generation this status describes."""
-
-    conditions: Annotated[list[Condition], Field(max_length=32)] = Field(
-        default_factory=list,
-        json_schema_extra=k8s(list_type="map", list_map_keys=("type",)))
-    """Ready, Progressing, Succeeded, Failed, Suspended (one per type)."""
-
-    attempts: Annotated[int, Field(ge=0)] = 0
-    """Number of the current attempt (the -a<n> suffix of the Job now running); 0 before
-    the first start."""
-
-    failed_attempts: Annotated[int, Field(ge=0)] = 0
-    """Attempts that failed and count against runPolicy.backoffLimit."""
-
-    disruptions: Annotated[int, Field(ge=0)] = 0
-    """Gang restarts caused by preemption or eviction; they do not count against
-    runPolicy.backoffLimit."""
-
-    start_time: datetime | None = None
-    """When the first attempt started."""
-
-    completion_time: datetime | None = None
-    """When the job succeeded or failed."""
-
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: Annotated[dict[str, float], Field(json_schema_extra=k8s(
+        max_properties=64))] = Field(default_factory=dict)
     """Final validation metrics (accuracy, f1_macro, loss...)."""
 
     model: ModelArtifact | None = None
     """The trained model: URI and checksum."""
 
-    labels: Annotated[list[str], Field(max_length=10_000)] = Field(default_factory=list)
+    labels: Annotated[list[Annotated[str, Field(max_length=256)]], Field(
+        max_length=10_000)] = Field(default_factory=list)
     """Class labels the model predicts, in output order."""
-
-    lineage: Lineage | None = None
-    """Base model, dataset and what triggered the job."""
-
-    message: Annotated[str, Field(max_length=32768)] = ""
-    """Last human-readable explanation (e.g. why the job failed)."""
 
 
 class TrainingJob(BaseModel):
