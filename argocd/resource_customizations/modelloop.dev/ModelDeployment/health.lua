@@ -1,0 +1,96 @@
+-- Argo CD health of a modelloop.dev ModelDeployment.
+-- Argo CD runs this with `obj` set to the live object and reads the returned table. Its Lua
+-- VM loads only the base, table and a safe os library: no string.* functions here.
+-- Order: stale status first (the operator has not seen the latest spec), Suspended, Degraded
+-- (a monitoring check keeps failing or the server does not come up), Progressing (a rollout
+-- or canary is under way), then the Ready summary. A retrain in flight does not change the
+-- health of the model being served; it is mentioned in the message.
+
+-- BEGIN shared helpers (identical in every modelloop.dev health.lua; a test checks it)
+local function find(conditions, kind)
+  for _, c in ipairs(conditions or {}) do
+    if c.type == kind then
+      return c
+    end
+  end
+  return nil
+end
+
+local function explain(c, fallback)
+  if c == nil then
+    return fallback
+  end
+  local reason = c.reason or ""
+  local message = c.message or ""
+  if reason ~= "" and message ~= "" then
+    return reason .. ": " .. message
+  end
+  if message ~= "" then
+    return message
+  end
+  if reason ~= "" then
+    return reason
+  end
+  return fallback
+end
+
+local function isTrue(c)
+  return c ~= nil and c.status == "True"
+end
+
+-- END shared helpers
+
+local status = obj.status
+if status == nil or status.observedGeneration == nil then
+  return {status = "Progressing", message = "Waiting for the modelloop operator to observe this ModelDeployment"}
+end
+local generation = obj.metadata.generation
+if generation ~= nil and status.observedGeneration < generation then
+  return {status = "Progressing", message = "Waiting for the modelloop operator to observe generation " .. generation .. " (status describes " .. status.observedGeneration .. ")"}
+end
+
+local conditions = status.conditions or {}
+local retraining = find(conditions, "Retraining")
+local function withRetrain(message)
+  if isTrue(retraining) then
+    return message .. " (retraining: " .. explain(retraining, "in progress") .. ")"
+  end
+  return message
+end
+
+local suspended = find(conditions, "Suspended")
+if isTrue(suspended) then
+  return {status = "Suspended", message = explain(suspended, "Suspended")}
+end
+local degraded = find(conditions, "Degraded")
+if isTrue(degraded) then
+  return {status = "Degraded", message = withRetrain(explain(degraded, "Degraded"))}
+end
+local progressing = find(conditions, "Progressing")
+if isTrue(progressing) then
+  return {status = "Progressing", message = withRetrain(explain(progressing, "Rolling out"))}
+end
+local ready = find(conditions, "Ready")
+if isTrue(ready) then
+  return {status = "Healthy", message = withRetrain(explain(ready, "Serving"))}
+end
+if ready ~= nil and ready.status == "False" then
+  -- Not serving and not working towards it: stuck until someone acts.
+  return {status = "Degraded", message = explain(ready, "Not ready")}
+end
+if ready ~= nil then
+  return {status = "Progressing", message = explain(ready, "Waiting for the model server")}
+end
+
+local phases = {
+  Pending = "Progressing", Progressing = "Progressing", Ready = "Healthy",
+  Degraded = "Degraded", Failed = "Degraded", Suspended = "Suspended",
+}
+if status.phase ~= nil and phases[status.phase] ~= nil then
+  local message = status.message
+  if message == nil or message == "" then
+    message = status.phase
+  end
+  return {status = phases[status.phase], message = message}
+end
+return {status = "Unknown", message = "The status reports no condition this check understands"}
