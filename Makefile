@@ -20,3 +20,12 @@ test-unit: venv ## only the tests that need no cluster
 
 test-cluster: venv cluster-binaries ## only the cluster tier
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
+
+.PHONY: docs-reference
+crds: venv ## regenerate crds/, the chart's CRD templates and docs/reference/ from the API models
+	$(PY) -m modelloop_operator.crdgen
+
+crds-check: venv ## fail with a diff when generated CRDs or docs/reference/ differ from the models (CI)
+	$(PY) -m modelloop_operator.crdgen --check
+
+docs-reference: crds ## the field reference is generated together with the CRDs

@@ -52,9 +52,9 @@ class Bounds(SpecModel):
 
 
 class MetricCheck(Bounds):
-    """A custom PromQL check. The query must return one number; ``{{window}}`` and
-    ``{{selector}}`` in it are replaced by the monitoring window (e.g. 5m) and the label
-    matchers selecting this deployment's pods."""
+    """A custom PromQL check. The query must return one number; ``$window`` and
+    ``$selector`` in it are replaced by the monitoring window (e.g. 5m) and the label
+    matchers selecting this deployment's pods (e.g. namespace="ml",pod=~"bbc-.*")."""
 
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=CHECK_NAME_PATTERN)]
     """Check name (a DNS label), unique within the deployment."""

@@ -197,7 +197,7 @@ TRAININGJOB_KIND = KindInfo(
         PrinterColumn(name="Accuracy", type="number", json_path=".status.metrics.accuracy",
                       description="Validation accuracy of the trained model."),
         PrinterColumn(name="Attempts", type="integer", json_path=".status.attempts",
-                      description="Gang starts so far."),
+                      description="Number of the current attempt."),
         AGE_COLUMN,
     ),
 )
