@@ -1,0 +1,83 @@
+"""Operator configuration: read once at startup from ``MODELLOOP_*`` environment variables.
+
+Everything an installation may want to change without a new image lives here (default
+images, which namespaces to serve, ports, peering). The Helm chart sets these variables;
+the command line (:mod:`modelloop_operator.cli`) may override a few for local runs.
+Nothing reads the environment after startup: the one :class:`OperatorConfig` instance is
+passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogFormat = Literal["plain", "full", "json"]
+
+
+class OperatorConfig(BaseSettings):
+    """Settings of one operator process."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELLOOP_", frozen=True, extra="ignore")
+
+    trainer_image: str = "ghcr.io/modelloop/trainer:0.1.0"
+    """Image for TrainingJob and OptimizationJob pods when the spec names none."""
+
+    server_image: str = "ghcr.io/modelloop/server:0.1.0"
+    """Image for ModelDeployment pods (TorchServe) when the spec names none."""
+
+    namespaces: Annotated[tuple[str, ...], NoDecode] = ()
+    """Namespaces to serve, comma-separated (``MODELLOOP_NAMESPACES=team-a,team-b``);
+    empty means the whole cluster."""
+
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    """Port of the Prometheus ``/metrics`` endpoint; 0 disables it."""
+
+    health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    """Port of the liveness endpoint ``/healthz``; 0 disables it."""
+
+    peering_name: str = ""
+    """kopf peering object for high availability (only one replica works at a time);
+    empty runs standalone, which is right for a single replica."""
+
+    log_format: LogFormat = "full"
+    """``plain``, ``full`` (with time and logger) or ``json`` for log collectors."""
+
+    resync_seconds: Annotated[float, Field(gt=0)] = 30.0
+    """How often every unfinished object is reconciled even without events: the safety
+    net for missed watch events and the clock for deadlines."""
+
+    default_cpu: str = "1"
+    """CPU request and limit per job pod when the spec names none."""
+
+    default_memory: str = "4Gi"
+    """Memory request and limit per job pod when the spec names none."""
+
+    master_port: Annotated[int, Field(ge=1, le=65535)] = 29500
+    """torch.distributed rendezvous port on pod 0 (docs/contracts.md)."""
+
+    watch_server_timeout: Annotated[float, Field(gt=0)] = 300.0
+    """Seconds the API server keeps one watch request open before kopf reconnects."""
+
+    watch_client_timeout: Annotated[float, Field(gt=0)] = 360.0
+    """Client-side limit on one watch request; longer than the server's so that the
+    server ends the request cleanly in the normal case."""
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def clusterwide(self) -> bool:
+        """True when no namespace is named: the operator serves every namespace."""
+        return not self.namespaces
+
+    @property
+    def standalone(self) -> bool:
+        """True when no peering object is named."""
+        return not self.peering_name

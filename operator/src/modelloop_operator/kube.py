@@ -1,0 +1,226 @@
+"""The operator's one door to the Kubernetes API (kubernetes_asyncio underneath).
+
+Every write the reconcilers make goes through here, so three rules hold everywhere:
+
+* objects we own are written with server-side apply under one field manager,
+  ``modelloop-operator``, with ``force`` (we are the only writer of those fields, and a
+  conflict must not leave a half-applied child behind);
+* status is written with a JSON merge patch guarded by ``resourceVersion``, so two
+  writers (a second replica, a stale event) cannot silently overwrite each other;
+* API failures are wrapped once into :mod:`modelloop_operator.errors` types.
+
+Objects travel as plain dicts (the JSON the API server speaks); typed parsing is the
+job of ``api/`` models in the reconcilers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import aiohttp
+from kubernetes_asyncio import client, config
+
+from .errors import ConflictError, ForbiddenError, KubeError, NotFoundError, UnprocessableError
+
+FIELD_MANAGER: Final = "modelloop-operator"
+"""The single field manager of every server-side apply the operator makes."""
+
+REQUEST_TIMEOUT_SECONDS: Final = 30.0
+"""Limit on one non-watch request; kopf's own watches have their own settings."""
+
+Object = dict[str, Any]
+Propagation = Literal["Background", "Foreground", "Orphan"]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the REST API (group, version, plural)."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        """``group/version``, or just ``version`` for the core group."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, *, namespace: str | None, name: str | None = None,
+             subresource: str | None = None) -> str:
+        """The REST path of the collection, one object, or one object's subresource."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+
+JOBS: Final = Resource("batch", "v1", "jobs", "Job")
+PODS: Final = Resource("", "v1", "pods", "Pod")
+SERVICES: Final = Resource("", "v1", "services", "Service")
+EVENTS: Final = Resource("", "v1", "events", "Event")
+
+
+def _wrap(exc: client.ApiException, *, what: str) -> KubeError:
+    """One typed error from the client's exception, with the API server's own message."""
+    status = int(exc.status or 0)
+    reason = str(exc.reason or "")
+    message = reason
+    body = exc.body
+    if isinstance(body, bytes | str) and body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            message = str(parsed.get("message") or message)
+            reason = str(parsed.get("reason") or reason)
+    text = f"{what}: {message} ({status})"
+    kinds: dict[int, type[KubeError]] = {
+        403: ForbiddenError, 404: NotFoundError, 409: ConflictError, 422: UnprocessableError}
+    return kinds.get(status, KubeError)(text, status=status, reason=reason)
+
+
+def _kubeconfig_path() -> str | None:
+    """The first file of ``KUBECONFIG``, else ``~/.kube/config`` if present, else None
+    (in a pod: use the service account)."""
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if kubeconfig:
+        return kubeconfig.split(os.pathsep)[0]
+    default = Path("~/.kube/config").expanduser()
+    return str(default) if default.exists() else None
+
+
+class KubeClient:
+    """An authenticated connection to one cluster. Create with :meth:`connect`."""
+
+    def __init__(self, *, api: client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+        self._api = api
+        self._field_manager = field_manager
+        self._instance = socket.gethostname()
+
+    @classmethod
+    async def connect(cls) -> KubeClient:
+        """Credentials from ``KUBECONFIG`` (or ``~/.kube/config``), else the pod's
+        service account: the same rules as kubectl and kopf."""
+        configuration = client.Configuration()
+        kubeconfig = await asyncio.to_thread(_kubeconfig_path)
+        if kubeconfig is not None:
+            await config.load_kube_config(config_file=kubeconfig,
+                                          client_configuration=configuration)
+        else:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration)
+        return cls(api=client.ApiClient(configuration=configuration))
+
+    async def close(self) -> None:
+        """Release the HTTP connection pool."""
+        await self._api.close()
+
+    async def _request(
+        self, method: str, path: str, *, what: str,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None, content_type: str | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        try:
+            return await self._api.call_api(
+                path, method, query_params=query or [], header_params=headers, body=body,
+                auth_settings=["BearerToken"],
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+        except client.ApiException as exc:
+            raise _wrap(exc, what=what) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(f"{what}: API server unreachable: {exc!r}", status=0) from exc
+
+    async def get(self, *, resource: Resource, namespace: str | None, name: str) -> Object | None:
+        """The object, or None when it does not exist."""
+        try:
+            obj = await self._request("GET", resource.path(namespace=namespace, name=name),
+                                      what=f"get {resource.kind} {namespace}/{name}")
+        except NotFoundError:
+            return None
+        return dict(obj)
+
+    async def list(self, *, resource: Resource, namespace: str | None,
+                   labels: Mapping[str, str]) -> list[Object]:
+        """Objects whose labels match all of ``labels`` (equality selectors)."""
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        result = await self._request(
+            "GET", resource.path(namespace=namespace), query=[("labelSelector", selector)],
+            what=f"list {resource.plural} in {namespace} ({selector})")
+        return [dict(item) for item in result.get("items", [])]
+
+    async def apply(self, *, resource: Resource, manifest: Mapping[str, Any],
+                    force: bool = True) -> Object:
+        """Server-side apply of a complete desired object: creates it or updates exactly
+        the fields in ``manifest``, and gives up fields we applied before and dropped."""
+        meta = manifest["metadata"]
+        result = await self._request(
+            "PATCH", resource.path(namespace=meta.get("namespace"), name=meta["name"]),
+            query=[("fieldManager", self._field_manager), ("force", str(force).lower())],
+            body=dict(manifest), content_type="application/apply-patch+yaml",
+            what=f"apply {resource.kind} {meta.get('namespace')}/{meta['name']}")
+        return dict(result)
+
+    async def merge_patch(self, *, resource: Resource, namespace: str | None, name: str,
+                          patch: Mapping[str, Any], subresource: str | None = None) -> Object:
+        """A JSON merge patch; with ``metadata.resourceVersion`` in ``patch`` it fails with
+        :class:`ConflictError` when the object changed since it was read."""
+        target = f"{namespace}/{name}" + (f"/{subresource}" if subresource else "")
+        result = await self._request(
+            "PATCH", resource.path(namespace=namespace, name=name, subresource=subresource),
+            query=[("fieldManager", self._field_manager)], body=dict(patch),
+            content_type="application/merge-patch+json", what=f"patch {resource.kind} {target}")
+        return dict(result)
+
+    async def delete(self, *, resource: Resource, namespace: str | None, name: str,
+                     propagation: Propagation = "Background") -> bool:
+        """Delete one object; False when it was already gone. ``Background`` lets the
+        garbage collector remove dependents (a Job's pods) after the owner is gone."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+        try:
+            await self._request("DELETE", resource.path(namespace=namespace, name=name),
+                                body=body, content_type="application/json",
+                                what=f"delete {resource.kind} {namespace}/{name}")
+        except NotFoundError:
+            return False
+        return True
+
+    async def post_event(self, *, involved: Mapping[str, Any], type_: Literal["Normal", "Warning"],
+                         reason: str, message: str) -> None:
+        """Record a core/v1 Event on ``involved`` (what ``kubectl describe`` shows)."""
+        meta = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"], "kind": involved["kind"],
+                "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+            },
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": self._field_manager},
+            "reportingComponent": self._field_manager, "reportingInstance": self._instance,
+        }
+        await self._request("POST", EVENTS.path(namespace=meta["namespace"]), body=event,
+                            content_type="application/json",
+                            what=f"post event {reason} on {meta['namespace']}/{meta['name']}")
