@@ -1,0 +1,143 @@
+"""Every kopf registration of the operator, and nothing else.
+
+Handlers are thin: find out which object to reconcile, call its reconciler, and map our
+typed errors to kopf's (invalid spec -> permanent, waiting -> temporary with a delay).
+They are registered into a registry built at startup by :func:`build_registry` rather
+than at import time, so importing this module changes nothing and the resync interval
+comes from the configuration.
+
+Which events reconcile a TrainingJob (always the same idempotent reconcile):
+* the object itself: create, spec/label change, operator resume;
+* its children: any event of a Job or the end/disruption of a pod carrying
+  ``modelloop.dev/trainingjob: <name>``;
+* a resync timer while the job is unfinished (deadlines, missed events).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import kopf
+
+from .builders.labels import TRAINING_JOB
+from .config import OperatorConfig
+from .errors import ConflictError, InvalidSpecError, KubeError, WaitingError
+from .kopf_settings import apply_kopf_settings
+from .kube import KubeClient
+from .metrics import OperatorMetrics
+from .reconcilers.gangjob import is_terminal_phase
+from .reconcilers.observe import DISRUPTION_TARGET
+from .reconcilers.runtime import Runtime
+from .reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
+
+logger = logging.getLogger(__name__)
+
+CONFLICT_RETRIES: Final = 3
+"""A 409 on status means the object changed under us (often kopf's own annotation
+write): re-read and reconcile again at once instead of waiting for the next event."""
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    runtime = memo.get("runtime")
+    if not isinstance(runtime, Runtime):
+        raise kopf.TemporaryError("operator is still starting", delay=1)
+    return runtime
+
+
+async def _reconcile_training_job(*, memo: kopf.Memo, namespace: str | None, name: str | None,
+                                  trigger: str) -> None:
+    """Reconcile one TrainingJob and translate our errors into kopf's."""
+    if not namespace or not name:
+        return
+    runtime = _runtime(memo)
+    try:
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                await reconcile_training_job(runtime=runtime, namespace=namespace, name=name,
+                                             trigger=trigger)
+                return
+            except ConflictError:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+    except InvalidSpecError as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    except WaitingError as exc:
+        raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
+    except KubeError as exc:
+        if exc.retryable:
+            raise kopf.TemporaryError(str(exc), delay=5) from exc
+        raise kopf.PermanentError(str(exc)) from exc
+
+
+def _pod_ended_or_disrupted(status: Mapping[str, Any], **_: Any) -> bool:
+    """Pod events worth a reconcile: a pod finished, failed, or is being disrupted.
+    (Start-up progress reaches us through the Job's own status.)"""
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return True
+    return any(c.get("type") == DISRUPTION_TARGET and c.get("status") == "True"
+               for c in status.get("conditions") or [])
+
+
+def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
+    return not is_terminal_phase(status.get("phase"))
+
+
+def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
+    """A registry with every handler of the operator."""
+    registry = kopf.OperatorRegistry()
+    tj = (TRAINING_JOBS.group, TRAINING_JOBS.version, TRAINING_JOBS.plural)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        apply_kopf_settings(settings=settings, config=config)
+        metrics = OperatorMetrics()
+        if config.metrics_port:
+            metrics.serve(port=config.metrics_port)
+        memo["runtime"] = Runtime(config=config, kube=await KubeClient.connect(),
+                                  metrics=metrics)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        runtime = memo.get("runtime")
+        if isinstance(runtime, Runtime):
+            await runtime.kube.close()
+
+    @kopf.on.probe(id="now", registry=registry)
+    def now(**_: Any) -> str:
+        # Liveness means "the event loop still runs handlers", not "the API server is
+        # up": an API outage must not make Kubernetes restart every operator replica.
+        return datetime.now(UTC).isoformat()
+
+    @kopf.on.resume(*tj, registry=registry)
+    @kopf.on.create(*tj, registry=registry)
+    @kopf.on.update(*tj, registry=registry)
+    async def training_job_changed(namespace: str | None, name: str | None, memo: kopf.Memo,
+                                   reason: str, **_: Any) -> None:
+        await _reconcile_training_job(memo=memo, namespace=namespace, name=name,
+                                      trigger=str(reason))
+
+    @kopf.timer(*tj, interval=config.resync_seconds, initial_delay=config.resync_seconds,
+                when=_unfinished, registry=registry)
+    async def training_job_resync(namespace: str | None, name: str | None, memo: kopf.Memo,
+                                  **_: Any) -> None:
+        await _reconcile_training_job(memo=memo, namespace=namespace, name=name,
+                                      trigger="timer")
+
+    @kopf.on.event("batch", "v1", "jobs", labels={TRAINING_JOB: kopf.PRESENT},
+                   registry=registry)
+    async def training_job_child_job(namespace: str | None, labels: Mapping[str, str],
+                                     memo: kopf.Memo, **_: Any) -> None:
+        await _reconcile_training_job(memo=memo, namespace=namespace,
+                                      name=labels.get(TRAINING_JOB), trigger="job")
+
+    @kopf.on.event("v1", "pods", labels={TRAINING_JOB: kopf.PRESENT},
+                   when=_pod_ended_or_disrupted, registry=registry)
+    async def training_job_child_pod(namespace: str | None, labels: Mapping[str, str],
+                                     memo: kopf.Memo, **_: Any) -> None:
+        await _reconcile_training_job(memo=memo, namespace=namespace,
+                                      name=labels.get(TRAINING_JOB), trigger="pod")
+
+    return registry

@@ -1,0 +1,64 @@
+"""kopf's settings, made explicit: applied once in the startup handler.
+
+kopf's defaults are tuned for demos (its own ``kopf.zalando.org`` annotations, progress
+kept in ``status.kopf``, watches that wait for the server to time out, every handler log
+line posted as an Event). An operator that users install has to choose each of these.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import kopf
+
+from .builders.labels import MANAGED_SELECTOR
+from .config import OperatorConfig
+
+PREFIX: Final = "modelloop.dev"
+FINALIZER: Final = f"{PREFIX}/finalizer"
+COMPONENT: Final = "modelloop-operator"
+
+
+def apply_kopf_settings(*, settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """Set every kopf setting the operator relies on."""
+    # Our own names on users' objects. kopf only adds the finalizer while a resync timer
+    # runs on an unfinished job (to stop it cleanly on deletion); children need none,
+    # ownerReferences let the garbage collector remove them.
+    settings.persistence.finalizer = FINALIZER
+    # Handler progress and the last-handled spec (kopf's diff base for on.update) in
+    # annotations with our prefix: status stays entirely ours, and nothing of kopf's
+    # ends up in status where Argo CD or kubectl users would read it as ours.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration")
+
+    # Watches: ask the server to end each request (so a silently dropped connection is
+    # noticed), keep a client-side limit above it, and back off between reconnects so a
+    # restarting API server is not hammered.
+    settings.watching.server_timeout = config.watch_server_timeout
+    settings.watching.client_timeout = config.watch_client_timeout
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    # Children are watched only if they are ours: filter on the server, not in Python
+    # (a cluster has far more pods than we manage).
+    settings.watching.label_selectors["batch", "v1", "jobs"] = MANAGED_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
+
+    # Events: the reconcilers post their own for every transition; kopf posts only
+    # warnings and errors from handlers (e.g. a retry after an API failure).
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = COMPONENT
+    settings.posting.event_name_prefix = "modelloop-event-"
+
+    # Peering: with a name, only one replica works at a time (the others wait);
+    # without one, run standalone (a single replica needs no peering objects).
+    settings.peering.standalone = config.standalone
+    if not config.standalone:
+        settings.peering.name = config.peering_name
+        settings.peering.mandatory = True
+        settings.peering.clusterwide = config.clusterwide
+
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10

@@ -1,0 +1,255 @@
+"""Running a gang of trainer-image pods to completion: the generic half of the TrainingJob
+and OptimizationJob reconcilers.
+
+A kind supplies what differs (:class:`GangKind`, a :class:`GangRequest` with the pod
+template per attempt, and how to turn a decision into its status); this module does the
+rest, the same way for every kind:
+
+1. **snapshot** - the attempt's Job, its pods, older attempts' Jobs, the Service;
+2. **decide** - :func:`.runpolicy.decide_run` (pure);
+3. **status first** - write the new status if it changed, and an Event on a transition.
+   Status goes before the children because it is the memory: once ``attempts: n+1`` is
+   recorded, a crash cannot make the next reconcile forget that attempt n failed, and
+   the deterministic Job name ``<name>-a<n+1>`` makes the creation idempotent;
+4. **children** - server-side apply the Service and the attempt's Job (or, once
+   terminal, stop and tidy them: never create).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..api.common import RunPolicy
+from ..api.jobs import JobPhase
+from ..builders import labels as lbl
+from ..builders.job import (
+    GangJobTemplate,
+    build_job,
+    build_rendezvous_service,
+    job_name,
+    service_name,
+)
+from ..errors import UnprocessableError, WaitingError
+from ..kube import JOBS, PODS, SERVICES, KubeClient, Object, Resource
+from ..status import Reason, merge_patch
+from .observe import AttemptObservation, observe_attempt
+from .runpolicy import RunDecision, RunRecord, decide_run, invalid_spec
+
+logger = logging.getLogger(__name__)
+
+WARNING_REASONS = frozenset({
+    Reason.RETRYING, Reason.DISRUPTED, Reason.FAILED, Reason.BACKOFF_LIMIT_EXCEEDED,
+    Reason.DEADLINE_EXCEEDED, Reason.INVALID_SPEC, Reason.INVALID_INPUT,
+    Reason.EVALUATION_GATE_MISSED, Reason.OPTIMIZATION_REJECTED, Reason.CHILD_CONFLICT,
+})
+
+
+@dataclass(frozen=True)
+class GangKind:
+    """What the generic runner needs to know about a kind."""
+
+    kind: str
+    resource: Resource
+    owner_label: str
+    container: str
+    permanent_exit_codes: Mapping[int, str]
+
+
+@dataclass(frozen=True)
+class GangRequest:
+    """One reconcile's inputs from the kind-specific reconciler."""
+
+    obj: Mapping[str, Any]
+    record: RunRecord
+    policy: RunPolicy
+    num_nodes: int
+    queued: bool
+    template_for: Callable[[int], GangJobTemplate] | None
+    """The pod template of attempt n; None when the spec is invalid."""
+    spec_problem: str | None = None
+    """Why the spec cannot run, when it cannot."""
+
+    @property
+    def namespace(self) -> str:
+        """The object's namespace."""
+        return str(self.obj["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        """The object's name."""
+        return str(self.obj["metadata"]["name"])
+
+    @property
+    def uid(self) -> str:
+        """The object's uid: children are ours only if they point to it."""
+        return str(self.obj["metadata"]["uid"])
+
+
+StatusFor = Callable[[RunDecision, AttemptObservation], dict[str, Any]]
+"""Builds the kind's complete new status (camelCase JSON) from a decision."""
+
+
+@dataclass(frozen=True)
+class GangSnapshot:
+    """The children of one object as observed at the start of a reconcile."""
+
+    job: Object | None
+    stale_jobs: tuple[Object, ...]
+    pods: tuple[Object, ...]
+    service: Object | None
+
+
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``obj`` has a controller ownerReference to ``uid``."""
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangRequest,
+                        attempt: int) -> GangSnapshot:
+    """Read the children: Jobs and Service by name/label, pods of the current attempt."""
+    ns, name = request.namespace, request.name
+    owned = {lbl.MANAGED_BY: lbl.MANAGED_BY_VALUE, kind.owner_label: name}
+    jobs = [j for j in await kube.list(resource=JOBS, namespace=ns, labels=owned)
+            if controlled_by(j, request.uid)]
+    current_name = job_name(name=name, attempt=attempt)
+    current = next((j for j in jobs if j["metadata"]["name"] == current_name), None)
+    stale = tuple(j for j in jobs if j is not current)
+    pods: list[Object] = []
+    if current is not None:
+        pods = await kube.list(resource=PODS, namespace=ns,
+                               labels={**owned, lbl.ATTEMPT: str(attempt)})
+    service = await kube.get(resource=SERVICES, namespace=ns, name=service_name(name=name))
+    return GangSnapshot(job=current, stale_jobs=stale, pods=tuple(pods), service=service)
+
+
+def _transition(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return any(old.get(k) != new.get(k) for k in ("phase", "attempts"))
+
+
+async def write_status(*, kube: KubeClient, kind: GangKind, obj: Mapping[str, Any],
+                       status: Mapping[str, Any], decision: RunDecision) -> bool:
+    """Patch status if it changed (guarded by resourceVersion) and post an Event on a
+    phase or attempt transition. Returns whether anything was written."""
+    old = obj.get("status") or {}
+    patch = merge_patch(old, status)
+    if not patch:
+        return False
+    meta = obj["metadata"]
+    await kube.merge_patch(
+        resource=kind.resource, namespace=meta["namespace"], name=meta["name"],
+        subresource="status",
+        patch={"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch})
+    if _transition(old, status) and not decision.sticky:
+        warning = decision.reason in WARNING_REASONS
+        await kube.post_event(involved=obj, type_="Warning" if warning else "Normal",
+                              reason=decision.reason, message=decision.message)
+    return True
+
+
+async def _apply_service(*, kube: KubeClient, request: GangRequest, snapshot: GangSnapshot,
+                         template: GangJobTemplate) -> None:
+    desired = build_rendezvous_service(template=template)
+    current = snapshot.service
+    if current is not None and not controlled_by(current, request.uid):
+        raise WaitingError(f"Service {request.namespace}/{desired['metadata']['name']} exists and "
+                      f"is not owned by this {request.obj['kind']}; rename or delete it",
+                      delay=30)
+    if current is not None and all(
+            current["spec"].get(k) == desired["spec"][k] for k in ("selector", "clusterIP")):
+        return  # up to date: spare the API server a no-op write
+    await kube.apply(resource=SERVICES, manifest=desired)
+
+
+async def _apply_job(*, kube: KubeClient, request: GangRequest, snapshot: GangSnapshot,
+                     decision: RunDecision, template: GangJobTemplate) -> None:
+    desired = build_job(template=template, attempt=decision.attempt,
+                        suspend=decision.suspend_job)
+    name = desired["metadata"]["name"]
+    if snapshot.job is None:
+        existing = await kube.get(resource=JOBS, namespace=request.namespace, name=name)
+        if existing is not None and not controlled_by(existing, request.uid):
+            raise WaitingError(f"Job {request.namespace}/{name} exists and is not owned by this "
+                          f"{request.obj['kind']}; delete it", delay=30)
+    try:
+        await kube.apply(resource=JOBS, manifest=desired)
+    except UnprocessableError:
+        # A Job's pod template is immutable. It can only differ from what we build if an
+        # older operator version created it: keep that attempt running and only steer
+        # the one field we change while it runs.
+        logger.warning("Job %s/%s differs from the desired template; updating only "
+                       "spec.suspend", request.namespace, name)
+        await kube.merge_patch(resource=JOBS, namespace=request.namespace, name=name,
+                               patch={"spec": {"suspend": decision.suspend_job}})
+
+
+async def _tidy_terminal(*, kube: KubeClient, request: GangRequest, snapshot: GangSnapshot,
+                         decision: RunDecision) -> None:
+    """After the end: stop a Job still running, drop the rendezvous Service and older
+    attempts, and hand ttlSecondsAfterFinished to the Job itself (the Job controller
+    deletes it and its pods on time, even while the operator is down). Never creates."""
+    ns = request.namespace
+    if snapshot.job is not None and decision.stop_job:
+        await kube.delete(resource=JOBS, namespace=ns, name=snapshot.job["metadata"]["name"])
+    elif snapshot.job is not None:
+        ttl = request.policy.ttl_seconds_after_finished
+        if snapshot.job["spec"].get("ttlSecondsAfterFinished") != ttl:
+            await kube.merge_patch(resource=JOBS, namespace=ns,
+                                   name=snapshot.job["metadata"]["name"],
+                                   patch={"spec": {"ttlSecondsAfterFinished": ttl}})
+    for stale in snapshot.stale_jobs:
+        await kube.delete(resource=JOBS, namespace=ns, name=stale["metadata"]["name"])
+    if snapshot.service is not None and controlled_by(snapshot.service, request.uid):
+        await kube.delete(resource=SERVICES, namespace=ns,
+                          name=snapshot.service["metadata"]["name"])
+
+
+async def reconcile_gang(*, kube: KubeClient, kind: GangKind, request: GangRequest,
+                         status_for: StatusFor, now: datetime) -> RunDecision:
+    """One level-based pass over a gang job; safe to call any number of times."""
+    record = request.record
+    snapshot = await take_snapshot(kube=kube, kind=kind, request=request,
+                                   attempt=max(record.attempt, 1))
+    observed = observe_attempt(job=snapshot.job, pods=snapshot.pods, container=kind.container)
+    if request.spec_problem is not None or request.template_for is None:
+        if record.phase is not None and record.phase.is_terminal:
+            decision = decide_run(policy=request.policy, record=record, observed=observed,
+                                  now=now, num_nodes=request.num_nodes, queued=request.queued,
+                                  permanent_exit_codes=kind.permanent_exit_codes)
+        else:
+            decision = invalid_spec(record=record, now=now,
+                                    message=request.spec_problem or "invalid spec")
+    else:
+        decision = decide_run(policy=request.policy, record=record, observed=observed, now=now,
+                              num_nodes=request.num_nodes, queued=request.queued,
+                              permanent_exit_codes=kind.permanent_exit_codes)
+
+    await write_status(kube=kube, kind=kind, obj=request.obj,
+                       status=status_for(decision, observed), decision=decision)
+
+    if decision.terminal:
+        await _tidy_terminal(kube=kube, request=request, snapshot=snapshot, decision=decision)
+        return decision
+    assert request.template_for is not None  # an invalid spec always decides Failed
+    # Older attempts go first: their pods must not linger next to the new gang.
+    for stale in snapshot.stale_jobs:
+        await kube.delete(resource=JOBS, namespace=request.namespace,
+                          name=stale["metadata"]["name"])
+    if decision.starts_new_attempt(record) and snapshot.job is not None:
+        await kube.delete(resource=JOBS, namespace=request.namespace,
+                          name=snapshot.job["metadata"]["name"])
+        snapshot = GangSnapshot(job=None, stale_jobs=(), pods=(), service=snapshot.service)
+    template = request.template_for(decision.attempt)
+    await _apply_service(kube=kube, request=request, snapshot=snapshot, template=template)
+    await _apply_job(kube=kube, request=request, snapshot=snapshot, decision=decision,
+                     template=template)
+    return decision
+
+
+def is_terminal_phase(phase: object) -> bool:
+    """Whether a raw ``status.phase`` value is final (for watch filters)."""
+    return phase in (JobPhase.SUCCEEDED.value, JobPhase.FAILED.value)
