@@ -33,6 +33,7 @@ from transformers import (
 
 from modelloop_trainer import __version__
 from modelloop_trainer.errors import ArtifactError
+from modelloop_trainer.evaluate import predict_proba
 from modelloop_trainer.profile import ReferenceProfile
 from modelloop_trainer.quantized_state import export_tensors, rebuild_quantized
 
@@ -76,9 +77,14 @@ class LoadedArtifact:
 
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         """Softmax probabilities (len(texts) x len(labels)), float32 on the CPU."""
-        with torch.inference_mode():
-            logits = self.model(**self.encode(texts)).logits
-        return torch.softmax(logits.float(), dim=-1).cpu()
+        return predict_proba(
+            self.model,
+            self.tokenizer,
+            texts,
+            max_length=self.max_length,
+            batch_size=max(1, len(texts)),
+            device=_device_of(self.model),
+        )
 
 
 @dataclass

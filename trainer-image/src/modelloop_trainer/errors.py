@@ -9,6 +9,8 @@ message.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -17,9 +19,17 @@ EXIT_REJECTED = 4
 
 
 class ModelloopError(Exception):
-    """Base class: an error whose message is meant for the person reading the job's status."""
+    """Base class: an error whose message is meant for the person reading the job's status.
+
+    `summary` carries what is known despite the failure (the metrics of a model that missed
+    its gate, an optimization report) into the termination message.
+    """
 
     exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary: dict[str, Any] = summary or {}
 
 
 class InputError(ModelloopError):

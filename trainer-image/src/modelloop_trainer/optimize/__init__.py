@@ -1,0 +1,5 @@
+"""modelloop-optimize: quantization, pruning, distillation, measurement and packaging."""
+
+from modelloop_trainer.optimize.cli import main
+
+__all__ = ["main"]

@@ -1,0 +1,5 @@
+import sys
+
+from modelloop_trainer.optimize.cli import main
+
+sys.exit(main())
