@@ -1,0 +1,76 @@
+"""Container paths -> host paths.
+
+A local process cannot see `/mnt/pvc/models` or `/dev/termination-log`: there is no mount
+namespace. Each container therefore gets a map from its mount paths (and its termination
+message path) to host paths, and the runner rewrites every *occurrence* of a mapped path
+in the container's command, args and env values before starting it:
+
+    --output-uri=pvc://models/run1        unchanged (resolved via MODELLOOP_PVC_ROOT)
+    --output-dir=/mnt/pvc/models/run1  -> --output-dir=<pv dir>/run1
+    file:///mnt/pvc/models/run1        -> file://<pv dir>/run1
+    sh -c 'echo hi > /dev/termination-log' -> ... > <pod dir>/<container>/termination-log
+
+A mapped path matches only at a path boundary: preceded by the start, by `://`, or by a
+character that cannot be part of a path name (space, `=`, quote, ...), and followed by the
+end, `/` or such a character; so `/data` does not match inside `/database` or `/x/data`.
+Longer (nested) mount paths win. Paths a program *computes* at run time cannot be
+rewritten: programs should take paths from flags/env (as the trainer does) or from the
+mirror root (`MODELLOOP_CONTAINER_ROOT`, a directory of symlinks laid out like the
+container's mounts).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+def _normalise(container_path: str) -> str:
+    path = posixpath.normpath(container_path)
+    return path if path != "//" else "/"
+
+
+@dataclass
+class PathMap:
+    """An ordered map of container paths to host paths."""
+
+    entries: dict[str, str] = field(default_factory=dict)
+
+    def add(self, container_path: str, host_path: str) -> None:
+        path = _normalise(container_path)
+        if path == "/":
+            raise ValueError("mounting over / cannot be mapped to a host directory")
+        self.entries[path] = host_path
+
+    def host_path(self, container_path: str) -> str | None:
+        """The host path for a container path under a mapped prefix, else None."""
+        path = _normalise(container_path)
+        for prefix in sorted(self.entries, key=len, reverse=True):
+            if path == prefix:
+                return self.entries[prefix]
+            if path.startswith(prefix + "/"):
+                return self.entries[prefix] + path[len(prefix) :]
+        return None
+
+    def _pattern(self) -> re.Pattern[str] | None:
+        if not self.entries:
+            return None
+        prefixes = sorted(self.entries, key=len, reverse=True)
+        alternatives = "|".join(re.escape(p) for p in prefixes)
+        # Boundary before: not preceded by a path-name char or '/', unless it is a URI's '://'.
+        # Boundary after: end, '/', or a char that cannot continue a path component.
+        return re.compile(rf"(?:(?<![\w.\-/~])|(?<=://))({alternatives})(?=$|[^\w.\-~])")
+
+    def rewrite(self, text: str) -> str:
+        pattern = self._pattern()
+        if pattern is None:
+            return text
+        return pattern.sub(lambda m: self.entries[m.group(1)], text)
+
+    def rewrite_all(self, texts: Iterable[str]) -> list[str]:
+        return [self.rewrite(text) for text in texts]
+
+    def rewrite_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        return {name: self.rewrite(value) for name, value in env.items()}
