@@ -27,7 +27,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
             continue  # validator names pydantic adds to the location of union branches
         else:
             out += f".{part}"
-    return out or "(root)"
+    return out
 
 
 def _message(error: ErrorDetails) -> str:
@@ -53,8 +53,9 @@ def describe_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
     for error in exc.errors(include_url=False):
         path = _path(error["loc"])
         if prefix:
-            path = prefix if path == "(root)" else f"{prefix}.{path}"
-        line = f"{path}: {_message(error)}"
+            path = f"{prefix}.{path}" if path else prefix
+        # An error of the whole object (e.g. its name) already names what it is about.
+        line = f"{path}: {_message(error)}" if path else _message(error)
         if line not in parts:
             parts.append(line)
     return "; ".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +14,23 @@ CATEGORY: Final = "modelloop"
 
 #: Resource names must be DNS-1035 labels: Services are named after them.
 NAME_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def check_name(name: str, *, kind: str, max_length: int) -> None:
+    """Raise ValueError when ``name`` cannot be a ``kind``'s name (the CRD's root rules).
+
+    An empty name is allowed: objects built in code before the API server names them.
+    """
+    if not name:
+        return
+    if len(name) > max_length:
+        raise ValueError(
+            f"metadata.name must be at most {max_length} characters for a {kind}, so that the "
+            f"names of the objects the operator creates fit 63 (got {len(name)})")
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError(
+            "metadata.name must start with a letter and contain only lowercase letters, "
+            f"digits and '-' (it names a Service) (got {name!r})")
 
 
 class ObjectMeta(BaseModel):

@@ -27,10 +27,12 @@ from .common import (
     StorageSpec,
 )
 from .markers import Rule, k8s
-from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn
+from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
 from .monitoring import AnalysisStatus, MonitoringSpec, RetrainSpec, RetrainStatus
 from .trainingjob import IMAGE_MAX_LENGTH
 
+#: Leaves room for <name>-canary, <name>-metrics and retrain jobs (<name>-rt-<hash>).
+MODELDEPLOYMENT_MAX_NAME_LENGTH = 40
 
 class DeploymentModelSource(SpecModel):
     """The model to serve: exactly one of optimizationJobRef, trainingJobRef, archiveUri."""
@@ -318,13 +320,19 @@ class ModelDeployment(BaseModel):
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
 
+    @model_validator(mode="after")
+    def _name_fits(self) -> ModelDeployment:
+        check_name(self.metadata.name, kind="ModelDeployment",
+                   max_length=MODELDEPLOYMENT_MAX_NAME_LENGTH)
+        return self
+
 
 MODELDEPLOYMENT_KIND = KindInfo(
     kind="ModelDeployment",
     plural="modeldeployments",
     singular="modeldeployment",
     short_names=("mdep",),
-    max_name_length=40,
+    max_name_length=MODELDEPLOYMENT_MAX_NAME_LENGTH,
     description=__doc__ or "",
     spec_model=ModelDeploymentSpec,
     status_model=ModelDeploymentStatus,

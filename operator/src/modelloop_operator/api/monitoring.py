@@ -129,7 +129,8 @@ class MonitoringSpec(SpecModel):
         names = [c.name for c in self.checks]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
+            raise ValueError(
+                f"check names must be unique (repeated: {', '.join(duplicates)})")
         return self
 
 

@@ -28,9 +28,11 @@ from .common import (
 )
 from .jobs import JobPhase, JobStatus
 from .markers import Rule, k8s
-from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn
+from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
 from .trainingjob import IMAGE_MAX_LENGTH
 
+#: Leaves room for the Job (<name>-a<attempt>) and its pod names.
+OPTIMIZATIONJOB_MAX_NAME_LENGTH = 50
 
 class OptimizationSource(SpecModel):
     """The model to optimize: exactly one of trainingJobRef or modelUri."""
@@ -122,8 +124,8 @@ class OptimizationTechnique(SpecModel):
             given = [p for p in params if getattr(self, _snake(p)) is not None]
             if given:
                 raise ValueError(
-                    f"{', '.join(params)} apply only to type {kind.value}; "
-                    f"got {', '.join(given)} on type {self.type.value}")
+                    f"{', '.join(params)} apply only to type {kind.value} "
+                    f"(got {', '.join(given)} on type {self.type.value})")
         return self
 
     def to_trainer_json(self) -> dict[str, Any]:
@@ -328,13 +330,19 @@ class OptimizationJob(BaseModel):
     spec: OptimizationJobSpec
     status: OptimizationJobStatus = Field(default_factory=OptimizationJobStatus)
 
+    @model_validator(mode="after")
+    def _name_fits(self) -> OptimizationJob:
+        check_name(self.metadata.name, kind="OptimizationJob",
+                   max_length=OPTIMIZATIONJOB_MAX_NAME_LENGTH)
+        return self
+
 
 OPTIMIZATIONJOB_KIND = KindInfo(
     kind="OptimizationJob",
     plural="optimizationjobs",
     singular="optimizationjob",
     short_names=("oj",),
-    max_name_length=50,
+    max_name_length=OPTIMIZATIONJOB_MAX_NAME_LENGTH,
     description=__doc__ or "",
     spec_model=OptimizationJobSpec,
     status_model=OptimizationJobStatus,

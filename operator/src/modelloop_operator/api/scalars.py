@@ -49,8 +49,8 @@ def check_uri(value: str, schemes: tuple[str, ...]) -> str:
         return value
     listed = ", ".join(f"{s}://" for s in schemes)
     raise ValueError(
-        f"must be a URI with scheme {listed} (pvc://<claim>/<path>), without spaces; "
-        f"got {value!r}"
+        f"must be a URI with scheme {listed} (pvc://<claim>/<path>), without spaces "
+        f"(got {value!r})"
     )
 
 
@@ -96,7 +96,7 @@ HttpURL = Annotated[
 
 def _check_http_url(value: str) -> str:
     if not re.match(HTTP_URL_PATTERN, value):
-        raise ValueError(f"must be an http:// or https:// URL; got {value!r}")
+        raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
     return value
 
 
@@ -115,14 +115,14 @@ def parse_duration(value: str) -> timedelta:
     the schema pattern, CEL and this parser agree exactly.
     """
     if not re.fullmatch(DURATION_PATTERN, value):
-        raise ValueError(f"must be a duration such as 30s, 5m or 1h; got {value!r}")
+        raise ValueError(f"must be a duration such as 30s, 5m or 1h (got {value!r})")
     seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
     return timedelta(seconds=seconds)
 
 
 def _check_duration(value: str) -> str:
     if parse_duration(value) <= timedelta(0):
-        raise ValueError(f"must be longer than zero; got {value!r}")
+        raise ValueError(f"must be longer than zero (got {value!r})")
     return value
 
 
@@ -151,10 +151,10 @@ def _check_quantity(value: int | str) -> int | str:
         raise ValueError("must be a quantity such as 500m, 2 or 4Gi, not a boolean")
     if isinstance(value, int):
         if value < 0:
-            raise ValueError(f"must not be negative; got {value}")
+            raise ValueError(f"must not be negative (got {value})")
         return value
     if not re.fullmatch(QUANTITY_PATTERN, value):
-        raise ValueError(f"must be a Kubernetes quantity such as 500m, 2 or 4Gi; got {value!r}")
+        raise ValueError(f"must be a Kubernetes quantity such as 500m, 2 or 4Gi (got {value!r})")
     return value
 
 

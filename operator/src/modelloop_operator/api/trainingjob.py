@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import SpecModel
 from .common import (
@@ -27,10 +27,13 @@ from .common import (
 )
 from .jobs import JobPhase, JobStatus
 from .markers import k8s
-from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn
+from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
 
 IMAGE_MAX_LENGTH = 512
 
+
+#: Leaves room for the Job (<name>-a<attempt>) and its pods' hostnames (<job>-<index>).
+TRAININGJOB_MAX_NAME_LENGTH = 50
 
 class Task(StrEnum):
     """What the model learns to do."""
@@ -181,13 +184,19 @@ class TrainingJob(BaseModel):
     spec: TrainingJobSpec
     status: TrainingJobStatus = Field(default_factory=TrainingJobStatus)
 
+    @model_validator(mode="after")
+    def _name_fits(self) -> TrainingJob:
+        check_name(self.metadata.name, kind="TrainingJob",
+                   max_length=TRAININGJOB_MAX_NAME_LENGTH)
+        return self
+
 
 TRAININGJOB_KIND = KindInfo(
     kind="TrainingJob",
     plural="trainingjobs",
     singular="trainingjob",
     short_names=("tj",),
-    max_name_length=50,
+    max_name_length=TRAININGJOB_MAX_NAME_LENGTH,
     description=__doc__ or "",
     spec_model=TrainingJobSpec,
     status_model=TrainingJobStatus,

@@ -47,9 +47,9 @@ def _constraints(node: Schema) -> list[str]:
         out.append("one of " + ", ".join(_code(v) for v in node["enum"]))
     low, high = node.get("minimum"), node.get("maximum")
     if low is not None:
-        out.append((">" if node.get("exclusiveMinimum") else ">=") + f" {low}")
+        out.append(("greater than" if node.get("exclusiveMinimum") else "minimum") + f" {low}")
     if high is not None:
-        out.append(("<" if node.get("exclusiveMaximum") else "<=") + f" {high}")
+        out.append(("less than" if node.get("exclusiveMaximum") else "maximum") + f" {high}")
     for key, label in (("minLength", "min length"), ("maxLength", "max length"),
                        ("minItems", "min items"), ("maxItems", "max items"),
                        ("maxProperties", "max entries")):
