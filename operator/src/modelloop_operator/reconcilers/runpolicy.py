@@ -142,7 +142,9 @@ def decide_run(
         return replace(same, phase=JobPhase.SUCCEEDED, reason=Reason.SUCCEEDED,
                        message=f"attempt {attempt} completed", completion_time=now)
 
-    if deadline_passed(policy=policy, start_time=record.start_time, now=now):
+    # The clock stops while suspended and restarts on resume (as for Kubernetes Jobs).
+    clock = None if record.phase is JobPhase.SUSPENDED else record.start_time
+    if deadline_passed(policy=policy, start_time=clock, now=now):
         return replace(
             same, phase=JobPhase.FAILED, reason=Reason.DEADLINE_EXCEEDED, completion_time=now,
             stop_job=observed.exists,
