@@ -52,4 +52,5 @@ def chart_template(crd: dict[str, Any]) -> str:
         "  {{- end }}\n"
     )
     body = body.replace(name_line, name_line + keep, 1)
-    return HEADER + "{{- if .Values.crds.enabled }}\n" + body + "{{- end }}\n"
+    # The header goes inside the condition: with crds.enabled off nothing at all renders.
+    return "{{- if .Values.crds.enabled }}\n" + HEADER + body + "{{- end }}\n"
