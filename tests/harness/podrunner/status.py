@@ -193,17 +193,16 @@ def _condition(
     status = "True" if ok else "False"
     old = previous.get(type_)
     since = old.get("lastTransitionTime") if old and old.get("status") == status else None
-    condition: Json = {
+    # Explicit nulls: conditions are merged by type, so an omitted reason would survive
+    # from the previous patch (Ready=True with reason ContainersNotReady).
+    return {
         "type": type_,
         "status": status,
+        "reason": reason if not ok and reason else None,
+        "message": message if not ok and reason and message else None,
         "lastProbeTime": None,
         "lastTransitionTime": since or now_rfc3339(),
     }
-    if not ok and reason:
-        condition["reason"] = reason
-        if message:
-            condition["message"] = message
-    return condition
 
 
 def compute_conditions(view: PodView, previous_conditions: Sequence[Json]) -> list[Json]:

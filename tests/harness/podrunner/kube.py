@@ -1,0 +1,143 @@
+"""The runner's only Kubernetes client boundary: JSON in, JSON out.
+
+kubernetes_asyncio does the kubeconfig, TLS and auth work; objects stay plain dicts (no
+model classes) because the runner reads many optional fields and must never crash on a
+field its model version does not know. Every API error surfaces as `KubeError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+from kubernetes_asyncio import client, config
+
+Json = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+
+
+class KubeError(Exception):
+    """An API call failed; `status` is the HTTP status (0 when no response came back)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class KubeClient:
+    """A few verbs over raw API paths."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+
+    @classmethod
+    async def from_kubeconfig(cls, path: str, context: str | None = None) -> KubeClient:
+        configuration = client.Configuration()
+        await config.load_kube_config(
+            config_file=path, context=context, client_configuration=configuration,
+            persist_config=False,
+        )
+        return cls(client.ApiClient(configuration))
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        limit_s: float = 30.0,
+    ) -> Any:
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        try:
+            response = await self._api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=limit_s,
+            )
+        except Exception as error:  # aiohttp/ssl errors: no response at all
+            raise KubeError(0, f"{method} {path}: {error!r}") from error
+        try:
+            text = await response.text()
+        finally:
+            response.release()
+        if not 200 <= response.status <= 299:
+            raise KubeError(response.status, f"{method} {path}: {text[:500]}")
+        return json.loads(text) if text else None
+
+    async def get(self, path: str, query: dict[str, str] | None = None) -> Json:
+        result: Json = await self._call("GET", path, query=query)
+        return result
+
+    async def get_or_none(self, path: str) -> Json | None:
+        try:
+            return await self.get(path)
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def create(self, path: str, body: Json) -> Json:
+        result: Json = await self._call("POST", path, body=body)
+        return result
+
+    async def patch(self, path: str, body: Json, content_type: str = MERGE_PATCH) -> Json:
+        result: Json = await self._call("PATCH", path, body=body, content_type=content_type)
+        return result
+
+    async def update(self, path: str, body: Json) -> Json:
+        result: Json = await self._call("PUT", path, body=body)
+        return result
+
+    async def delete(self, path: str, body: Json | None = None) -> None:
+        await self._call("DELETE", path, body=body)
+
+    async def watch(
+        self, path: str, query: dict[str, str], limit_s: float
+    ) -> AsyncIterator[Json]:
+        """Yields watch events ({"type", "object"}) until the server closes the stream."""
+        params = dict(query, watch="true", timeoutSeconds=str(int(limit_s)))
+        try:
+            response = await self._api.call_api(
+                path,
+                "GET",
+                query_params=list(params.items()),
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=limit_s + 30,
+            )
+        except Exception as error:
+            raise KubeError(0, f"watch {path}: {error!r}") from error
+        try:
+            if response.status != 200:
+                raise KubeError(response.status, (await response.text())[:500])
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.release()
+
+
+def ns_path(namespace: str, resource: str, name: str = "", subresource: str = "") -> str:
+    """`/api/v1/namespaces/<ns>/<resource>[/<name>[/<subresource>]]` for core resources."""
+    path = f"/api/v1/namespaces/{quote(namespace)}/{resource}"
+    if name:
+        path += f"/{quote(name)}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
