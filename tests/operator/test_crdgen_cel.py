@@ -106,3 +106,25 @@ def test_duration_rule_agrees_with_python(duration: str, ok: bool) -> None:
     except ValueError:
         python_ok = False
     assert python_ok is ok
+
+
+def _without_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        pruned = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in ({}, [])}
+    if isinstance(value, list):
+        return [_without_empty(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("name", sorted(load_examples()))
+def test_schema_defaults_equal_model_defaults(name: str) -> None:
+    from modelloop_operator.api import ModelDeployment, OptimizationJob, TrainingJob
+
+    models: dict[str, Any] = {"TrainingJob": TrainingJob, "OptimizationJob": OptimizationJob,
+                              "ModelDeployment": ModelDeployment}
+    doc = load_examples()[name]
+    by_schema = apply_defaults(SCHEMAS[doc["kind"]], doc)["spec"]
+    by_model = models[doc["kind"]].model_validate(doc).model_dump(
+        mode="json", exclude_none=True)["spec"]
+    assert _without_empty(by_schema) == _without_empty(by_model)
