@@ -83,9 +83,10 @@ class Helm:
     def template(self, values: Mapping[str, Any] | None = None, *, workdir: Path,
                  release: str = "ml", namespace: str = "modelloop-system",
                  extra: Sequence[str] = ()) -> list[Manifest]:
-        """Render the chart and return its objects (empty documents dropped)."""
+        """Render the chart, its crds/ folder included (as Argo CD renders it), and return its
+        objects (empty documents dropped)."""
         out = self.run("template", release, str(CHART), "--namespace", namespace,
-                       *self.values_args(values, workdir), *extra).stdout
+                       "--include-crds", *self.values_args(values, workdir), *extra).stdout
         return [doc for doc in yaml.safe_load_all(out) if doc]
 
     def template_error(self, values: Mapping[str, Any] | None = None, *, workdir: Path,

@@ -428,7 +428,7 @@ def test_peering_objects_and_crds(helm: Helm, workdir: Path) -> None:
     assert [p["metadata"]["name"] for p in of_kind(cluster, "ClusterKopfPeering")] == \
         ["ml-modelloop"]
     crds = {c["metadata"]["name"] for c in of_kind(cluster, "CustomResourceDefinition")}
-    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= crds
+    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= crds  # from crds/
     scoped = render(helm, workdir, "watch-namespaces-ha")
     assert sorted((p["metadata"]["namespace"], p["metadata"]["name"])
                   for p in of_kind(scoped, "KopfPeering")) == [("team-a", "ml-peers"),
