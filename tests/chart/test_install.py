@@ -44,6 +44,9 @@ MODELLOOP_CRDS = ("trainingjobs.modelloop.dev", "optimizationjobs.modelloop.dev"
                   "modeldeployments.modelloop.dev")
 
 
+Ask = tuple[str, str, str, str | None, str | None]  # group, resource, verb, namespace, name
+
+
 @dataclass(frozen=True)
 class Release:
     name: str
@@ -67,8 +70,7 @@ def helm_env(cluster: ControlPlane) -> dict[str, str]:
 
 
 def access_reviews(cluster: ControlPlane, release: Release,
-                   asks: Iterable[tuple[str, str, str, str | None, str | None]]
-                   ) -> dict[tuple[str, str, str, str | None, str | None], bool]:
+                   asks: Iterable[Ask]) -> dict[Ask, bool]:
     """Ask the API server, for each (group, resource, verb, namespace, name), whether the
     release's ServiceAccount is allowed; one request for all of them."""
     asks = list(asks)
@@ -127,7 +129,7 @@ def test_install_grants_exactly_what_the_operator_needs_and_uninstall_keeps_crds
     for crd in MODELLOOP_CRDS:
         cluster.kubectl("get", "crd", crd)
     team = "team-x"  # rights are cluster-wide: any namespace, even one not created yet
-    asks = [(g, r, v, team, None) for g, r in NAMESPACED_RESOURCES for v in VERBS]
+    asks: list[Ask] = [(g, r, v, team, None) for g, r in NAMESPACED_RESOURCES for v in VERBS]
     asks += [(g, r, v, None, None) for g, r in CLUSTER_RESOURCES for v in VERBS]
     answers = access_reviews(cluster, release, asks)
     wrong = {ask: allowed for ask, allowed in answers.items()
@@ -176,13 +178,13 @@ def test_watch_namespaces_install_grants_rights_only_in_those_namespaces(
     try:
         helm.run("install", release.name, str(CHART), "--namespace", release.namespace,
                  "--values", str(values), "--take-ownership", env=helm_env(cluster))
-        asks = [(g, r, v, ns, None) for ns in [*watched, "elsewhere"]
-                for g, r in NAMESPACED_RESOURCES for v in VERBS]
+        asks: list[Ask] = [(g, r, v, ns, None) for ns in [*watched, "elsewhere"]
+                           for g, r in NAMESPACED_RESOURCES for v in VERBS]
         asks += [(g, r, v, None, None) for g, r in CLUSTER_RESOURCES for v in VERBS]
         cluster_needs = CLUSTER_NEEDS | {("", "namespaces", "list"),
                                          ("", "namespaces", "watch")}
         peering = {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch")}
-        wrong = {}
+        wrong: dict[Ask, bool] = {}
         for ask, allowed in access_reviews(cluster, release, asks).items():
             group, resource, verb, namespace, _ = ask
             if namespace in watched:
