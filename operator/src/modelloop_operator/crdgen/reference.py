@@ -55,7 +55,9 @@ def _constraints(node: Schema) -> list[str]:
                        ("maxProperties", "max entries")):
         if key in node:
             out.append(f"{label} {node[key]}")
-    if "pattern" in node:
+    if node.get("x-kubernetes-int-or-string"):
+        out.append("a Kubernetes quantity such as `500m`, `2` or `4Gi`")
+    elif "pattern" in node:
         out.append(f"pattern `{node['pattern']}`")
     if node.get("x-kubernetes-list-type") == "map":
         keys = ", ".join(node.get("x-kubernetes-list-map-keys", []))
