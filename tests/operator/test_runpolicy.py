@@ -63,7 +63,7 @@ class TestStart:
     def test_existing_job_without_running_pods_is_pending(self) -> None:
         decision = decide(record=RunRecord(phase=JobPhase.PENDING, attempt=1, start_time=NOW),
                           observed=observe_attempt(job=job(active=2), pods=[]))
-        assert (decision.phase, decision.reason) == (JobPhase.PENDING, Reason.PENDING)
+        assert (decision.phase, decision.reason) == (JobPhase.PENDING, Reason.CREATED)
         assert not decision.starts_new_attempt(RunRecord(attempt=1))
 
     def test_running_pods_make_it_running_and_keep_the_start_time(self) -> None:

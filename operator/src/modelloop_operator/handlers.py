@@ -86,11 +86,15 @@ def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
 
 
 def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
-    """A registry with every handler of the operator."""
+    """A registry with every handler of the operator.
+
+    Handler ids are explicit: kopf stores progress under them in annotations
+    (``modelloop.dev/trainingjob``), so they must stay stable and readable.
+    """
     registry = kopf.OperatorRegistry()
     tj = (TRAINING_JOBS.group, TRAINING_JOBS.version, TRAINING_JOBS.plural)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="startup", registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         apply_kopf_settings(settings=settings, config=config)
         metrics = OperatorMetrics()
@@ -99,7 +103,7 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
         memo["runtime"] = Runtime(config=config, kube=await KubeClient.connect(),
                                   metrics=metrics)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         runtime = memo.get("runtime")
         if isinstance(runtime, Runtime):
@@ -111,30 +115,30 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
         # up": an API outage must not make Kubernetes restart every operator replica.
         return datetime.now(UTC).isoformat()
 
-    @kopf.on.resume(*tj, registry=registry)
-    @kopf.on.create(*tj, registry=registry)
-    @kopf.on.update(*tj, registry=registry)
+    @kopf.on.resume(*tj, id="trainingjob-resume", registry=registry)
+    @kopf.on.create(*tj, id="trainingjob-create", registry=registry)
+    @kopf.on.update(*tj, id="trainingjob-update", registry=registry)
     async def training_job_changed(namespace: str | None, name: str | None, memo: kopf.Memo,
                                    reason: str, **_: Any) -> None:
         await _reconcile_training_job(memo=memo, namespace=namespace, name=name,
                                       trigger=str(reason))
 
     @kopf.timer(*tj, interval=config.resync_seconds, initial_delay=config.resync_seconds,
-                when=_unfinished, registry=registry)
+                when=_unfinished, id="trainingjob-resync", registry=registry)
     async def training_job_resync(namespace: str | None, name: str | None, memo: kopf.Memo,
                                   **_: Any) -> None:
         await _reconcile_training_job(memo=memo, namespace=namespace, name=name,
                                       trigger="timer")
 
     @kopf.on.event("batch", "v1", "jobs", labels={TRAINING_JOB: kopf.PRESENT},
-                   registry=registry)
+                   id="trainingjob-job", registry=registry)
     async def training_job_child_job(namespace: str | None, labels: Mapping[str, str],
                                      memo: kopf.Memo, **_: Any) -> None:
         await _reconcile_training_job(memo=memo, namespace=namespace,
                                       name=labels.get(TRAINING_JOB), trigger="job")
 
     @kopf.on.event("v1", "pods", labels={TRAINING_JOB: kopf.PRESENT},
-                   when=_pod_ended_or_disrupted, registry=registry)
+                   when=_pod_ended_or_disrupted, id="trainingjob-pod", registry=registry)
     async def training_job_child_pod(namespace: str | None, labels: Mapping[str, str],
                                      memo: kopf.Memo, **_: Any) -> None:
         await _reconcile_training_job(memo=memo, namespace=namespace,

@@ -197,8 +197,7 @@ def decide_run(
         return replace(same, phase=JobPhase.RUNNING, reason=Reason.RUNNING, run_job=True,
                        start_time=start, message=f"attempt {attempt} is running")
     return replace(same, phase=JobPhase.PENDING,
-                   reason=Reason.RESUMED if resumed else (
-                       same.reason if observed.exists else Reason.CREATED),
+                   reason=Reason.RESUMED if resumed else Reason.CREATED,
                    run_job=True, start_time=start,
                    message=f"attempt {attempt} is starting")
 

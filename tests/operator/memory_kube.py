@@ -1,0 +1,92 @@
+"""An in-memory stand-in for :class:`modelloop_operator.kube.KubeClient`, for reconcile
+tests without a cluster. It keeps objects in a dict, honours label selectors, merge
+patches (with the resourceVersion precondition) and records every write in order, so a
+test can assert *what* the reconciler wrote and *in which order*. It does not run
+controllers: tests play the Job controller by editing the stored objects."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from modelloop_operator.errors import ConflictError, NotFoundError
+from modelloop_operator.kube import KubeClient, Object, Propagation, Resource
+
+Key = tuple[str, str | None, str]
+
+
+def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+class MemoryKube(KubeClient):
+    def __init__(self) -> None:  # no HTTP client: nothing leaves the process
+        self.objects: dict[Key, Object] = {}
+        self.writes: list[tuple[str, str, str]] = []
+        self.events: list[tuple[str, str]] = []
+        self._versions = itertools.count(1)
+
+    def put(self, resource: Resource, obj: Object) -> Object:
+        meta = obj.setdefault("metadata", {})
+        meta["resourceVersion"] = str(next(self._versions))
+        meta.setdefault("uid", f"uid-{meta['name']}")
+        self.objects[(resource.plural, meta.get("namespace"), meta["name"])] = obj
+        return obj
+
+    def stored(self, resource: Resource, namespace: str, name: str) -> Object | None:
+        return self.objects.get((resource.plural, namespace, name))
+
+    async def close(self) -> None:
+        return None
+
+    async def get(self, *, resource: Resource, namespace: str | None,
+                  name: str) -> Object | None:
+        obj = self.objects.get((resource.plural, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    async def list(self, *, resource: Resource, namespace: str | None,
+                   labels: Mapping[str, str]) -> list[Object]:
+        return [copy.deepcopy(o) for (plural, ns, _), o in sorted(self.objects.items())
+                if plural == resource.plural and ns == namespace
+                and labels.items() <= (o["metadata"].get("labels") or {}).items()]
+
+    async def apply(self, *, resource: Resource, manifest: Mapping[str, Any],
+                    force: bool = True) -> Object:
+        meta = manifest["metadata"]
+        self.writes.append(("apply", resource.plural, meta["name"]))
+        current = self.objects.get((resource.plural, meta.get("namespace"), meta["name"]))
+        merged = copy.deepcopy(current) if current is not None else {}
+        _merge(merged, copy.deepcopy(dict(manifest)))
+        return copy.deepcopy(self.put(resource, merged))
+
+    async def merge_patch(self, *, resource: Resource, namespace: str | None, name: str,
+                          patch: Mapping[str, Any], subresource: str | None = None) -> Object:
+        self.writes.append(("patch" + (f"/{subresource}" if subresource else ""),
+                            resource.plural, name))
+        current = self.objects.get((resource.plural, namespace, name))
+        if current is None:
+            raise NotFoundError(f"{name} not found", status=404)
+        wanted = (patch.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
+            raise ConflictError(f"{name} changed", status=409)
+        body = {k: v for k, v in patch.items() if k != "metadata"}
+        _merge(current, body)
+        return copy.deepcopy(self.put(resource, current))
+
+    async def delete(self, *, resource: Resource, namespace: str | None, name: str,
+                     propagation: Propagation = "Background") -> bool:
+        self.writes.append(("delete", resource.plural, name))
+        return self.objects.pop((resource.plural, namespace, name), None) is not None
+
+    async def post_event(self, *, involved: Mapping[str, Any],
+                         type_: Literal["Normal", "Warning"], reason: str,
+                         message: str) -> None:
+        self.events.append((type_, reason))

@@ -1,0 +1,52 @@
+"""kopf's settings are ours, not its demo defaults."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+from modelloop_operator.config import OperatorConfig
+from modelloop_operator.kopf_settings import apply_kopf_settings
+
+
+def configured(**config: object) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    apply_kopf_settings(settings=settings, config=OperatorConfig.model_validate(config))
+    return settings
+
+
+def test_our_prefix_for_finalizer_progress_and_diff_base() -> None:
+    settings = configured()
+    assert settings.persistence.finalizer == "modelloop.dev/finalizer"
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert settings.persistence.progress_storage.prefix == "modelloop.dev"
+    diffbase = settings.persistence.diffbase_storage
+    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage)
+    assert diffbase.prefix == "modelloop.dev" and diffbase.key == "last-handled-configuration"
+
+
+def test_watches_time_out_on_both_sides_and_back_off() -> None:
+    settings = configured(watch_server_timeout=120, watch_client_timeout=150)
+    assert settings.watching.server_timeout == 120
+    assert settings.watching.client_timeout == 150
+    assert settings.watching.connect_timeout is not None
+    assert settings.watching.reconnect_backoff >= 1
+
+
+def test_children_are_filtered_on_the_server() -> None:
+    selectors = configured().watching.label_selectors
+    assert len(list(selectors)) == 2
+    assert set(selectors.values()) == {"app.kubernetes.io/managed-by=modelloop"}
+
+
+def test_only_warnings_become_kopf_events() -> None:
+    settings = configured()
+    assert settings.posting.level == logging.WARNING
+    assert settings.posting.reporting_component == "modelloop-operator"
+
+
+def test_peering_when_named_standalone_otherwise() -> None:
+    assert configured().peering.standalone
+    ha = configured(peering_name="modelloop", namespaces=("a",))
+    assert not ha.peering.standalone and ha.peering.mandatory
+    assert ha.peering.name == "modelloop" and not ha.peering.clusterwide

@@ -1,0 +1,151 @@
+"""The TrainingJob reconcile end to end over an in-memory API: what it writes, in which
+order, and what it never does (recreate children after the end)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from modelloop_operator.config import OperatorConfig
+from modelloop_operator.errors import WaitingError
+from modelloop_operator.kube import JOBS, PODS, SERVICES
+from modelloop_operator.metrics import OperatorMetrics
+from modelloop_operator.reconcilers.runtime import Runtime
+from modelloop_operator.reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
+
+from .k8s_objects import pod
+from .memory_kube import MemoryKube
+
+NS = "team-a"
+SUMMARY = json.dumps({"status": "Succeeded", "exitCode": 0, "metrics": {"accuracy": 0.9},
+                      "outputUri": "pvc://models/out", "checksum": "sha256:1"})
+
+
+@pytest.fixture
+def kube() -> MemoryKube:
+    return MemoryKube()
+
+
+@pytest.fixture
+def runtime(kube: MemoryKube) -> Runtime:
+    return Runtime(config=OperatorConfig(), kube=kube, metrics=OperatorMetrics())
+
+
+def create(kube: MemoryKube, *, name: str = "bbc", spec: dict[str, Any] | None = None
+           ) -> None:
+    body = {"model": {"uri": "builtin://all-minilm-l6-v2"},
+            "dataset": {"uri": "builtin://bbc-news"},
+            "output": {"uri": "pvc://models/out"}, "numNodes": 2, **(spec or {})}
+    kube.put(TRAINING_JOBS, {"apiVersion": "modelloop.dev/v1alpha1", "kind": "TrainingJob",
+                             "metadata": {"name": name, "namespace": NS, "generation": 1},
+                             "spec": body})
+
+
+def status(kube: MemoryKube, name: str = "bbc") -> dict[str, Any]:
+    obj = kube.stored(TRAINING_JOBS, NS, name)
+    assert obj is not None
+    out: dict[str, Any] = obj.get("status", {})
+    return out
+
+
+def finish_job(kube: MemoryKube, job: str, *, ok: bool, exit_code: int = 1,
+               message: str | None = None) -> None:
+    """Play the Job controller and kubelet: the Job ends, its pods with it."""
+    stored = kube.stored(JOBS, NS, job)
+    assert stored is not None
+    kind = "Complete" if ok else "Failed"
+    stored["status"] = {"conditions": [{"type": kind, "status": "True"}]}
+    attempt = stored["metadata"]["labels"]["modelloop.dev/attempt"]
+    for index in range(stored["spec"]["completions"]):
+        p = pod(index=index, phase="Succeeded" if ok else "Failed",
+                exit_code=0 if ok else exit_code, message=message, job_name=job)
+        p["metadata"].update(namespace=NS, labels=dict(
+            stored["spec"]["template"]["metadata"]["labels"],
+            **{"modelloop.dev/attempt": attempt}))
+        kube.put(PODS, p)
+
+
+async def reconcile(runtime: Runtime, name: str = "bbc") -> None:
+    await reconcile_training_job(runtime=runtime, namespace=NS, name=name, trigger="test")
+
+
+async def test_first_reconcile_records_attempt_one_then_creates_service_and_job(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    create(kube)
+    await reconcile(runtime)
+    assert kube.writes == [("patch/status", "trainingjobs", "bbc"),
+                           ("apply", "services", "bbc"), ("apply", "jobs", "bbc-a1")]
+    assert status(kube)["attempts"] == 1 and status(kube)["phase"] == "Pending"
+    assert kube.events == [("Normal", "Created")]
+
+
+async def test_reconciling_an_unchanged_job_writes_no_status(runtime: Runtime,
+                                                             kube: MemoryKube) -> None:
+    create(kube)
+    await reconcile(runtime)
+    kube.writes.clear()
+    await reconcile(runtime)
+    assert ("patch/status", "trainingjobs", "bbc") not in kube.writes
+    assert ("apply", "services", "bbc") not in kube.writes  # unchanged: not rewritten
+
+
+async def test_a_failed_attempt_is_recorded_before_the_next_job_exists(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    create(kube, spec={"runPolicy": {"backoffLimit": 1}})
+    await reconcile(runtime)
+    finish_job(kube, "bbc-a1", ok=False, exit_code=137)
+    kube.writes.clear()
+    await reconcile(runtime)
+    assert kube.writes.index(("patch/status", "trainingjobs", "bbc")) < kube.writes.index(
+        ("apply", "jobs", "bbc-a2"))
+    assert ("delete", "jobs", "bbc-a1") in kube.writes
+    assert (status(kube)["attempts"], status(kube)["failedAttempts"]) == (2, 1)
+    assert ("Warning", "Retrying") in kube.events
+
+
+async def test_the_end_is_sticky_even_when_the_children_vanish(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    create(kube, spec={"runPolicy": {"ttlSecondsAfterFinished": 60}})
+    await reconcile(runtime)
+    finish_job(kube, "bbc-a1", ok=True, message=SUMMARY)
+    await reconcile(runtime)
+    assert status(kube)["phase"] == "Succeeded"
+    assert status(kube)["metrics"] == {"accuracy": 0.9}
+    job = kube.stored(JOBS, NS, "bbc-a1")
+    assert job is not None and job["spec"]["ttlSecondsAfterFinished"] == 60
+    assert kube.stored(SERVICES, NS, "bbc") is None
+    # The TTL controller deletes the Job; later reconciles must not bring it back.
+    del kube.objects[("jobs", NS, "bbc-a1")]
+    kube.writes.clear()
+    for _ in range(3):
+        await reconcile(runtime)
+    assert not [w for w in kube.writes if w[0] == "apply"]
+    assert status(kube)["phase"] == "Succeeded"
+
+
+async def test_an_invalid_spec_fails_once_and_creates_nothing(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    create(kube, spec={"numNodes": 0})
+    await reconcile(runtime)
+    await reconcile(runtime)
+    st = status(kube)
+    assert st["phase"] == "Failed"
+    failed = next(c for c in st["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSpec" and "spec.numNodes" in failed["message"]
+    assert kube.writes == [("patch/status", "trainingjobs", "bbc")]
+    assert kube.events == [("Warning", "InvalidSpec")]
+
+
+async def test_a_foreign_service_with_our_name_is_not_taken_over(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    create(kube)
+    kube.put(SERVICES, {"metadata": {"name": "bbc", "namespace": NS}, "spec": {}})
+    with pytest.raises(WaitingError, match="not owned"):
+        await reconcile(runtime)
+    assert ("apply", "services", "bbc") not in kube.writes
+
+
+async def test_a_deleted_object_is_left_alone(runtime: Runtime, kube: MemoryKube) -> None:
+    await reconcile(runtime, name="missing")
+    assert kube.writes == []
