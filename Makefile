@@ -29,3 +29,17 @@ crds-check: venv ## fail with a diff when generated CRDs or docs/reference/ diff
 	$(PY) -m modelloop_operator.crdgen --check
 
 docs-reference: crds ## the field reference is generated together with the CRDs
+docs-reference: crds ## the field reference is generated together with the CRDs
+
+# --- operator (docs/operator.md) ---
+.PHONY: run-operator
+lint: venv ## ruff over the repository
+	$(VENV)/bin/ruff check .
+
+typecheck: venv ## ruff, mypy --strict (operator) and the import layers (.importlinter)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy operator/src
+	$(VENV)/bin/lint-imports
+
+run-operator: venv ## run the operator against $$KUBECONFIG (all namespaces, standalone)
+	$(VENV)/bin/modelloop-operator --all-namespaces --standalone --verbose

@@ -70,6 +70,10 @@ def outputs() -> dict[Path, str]:
             OUT_DIR / "argo-cd-helm-values.yaml": render_helm_values(scripts)}
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail instead of writing")
@@ -78,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
              if not path.is_file() or path.read_text() != text]
     if args.check:
         for path in stale:
-            print(f"out of date: {path.relative_to(REPO)} (run `make argocd-cm`)",
+            print(f"out of date: {_shown(path)} (run `make argocd-cm`)",
                   file=sys.stderr)
         return 1 if stale else 0
     for path, text in outputs().items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        print(f"wrote {path.relative_to(REPO)}")
+        print(f"wrote {_shown(path)}")
     return 0
 
 
