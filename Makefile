@@ -29,7 +29,6 @@ crds-check: venv ## fail with a diff when generated CRDs or docs/reference/ diff
 	$(PY) -m modelloop_operator.crdgen --check
 
 docs-reference: crds ## the field reference is generated together with the CRDs
-docs-reference: crds ## the field reference is generated together with the CRDs
 
 # --- operator (docs/operator.md) ---
 .PHONY: run-operator
