@@ -42,3 +42,11 @@ typecheck: venv ## ruff, mypy --strict (operator) and the import layers (.import
 
 run-operator: venv ## run the operator against $$KUBECONFIG (all namespaces, standalone)
 	$(VENV)/bin/modelloop-operator --all-namespaces --standalone --verbose
+
+# --- chart, Argo CD health checks, dashboards (docs/install.md, docs/gitops.md) ---
+.PHONY: chart-test argocd-cm
+chart-test: venv ## Helm chart, Argo CD health checks and dashboards, without a cluster
+	$(PY) -m pytest tests/chart tests/argocd tests/observability -m "not cluster" $(PYTEST_ARGS)
+
+argocd-cm: venv ## regenerate examples/argocd/ argocd-cm snippets from argocd/resource_customizations
+	$(PY) argocd/generate_argocd_cm.py
