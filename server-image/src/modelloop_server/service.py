@@ -1,0 +1,217 @@
+"""The TorchServe handler for modelloop's text classifiers.
+
+One instance per worker process. `initialize` loads the model artifact that the `.mar`
+carries (via `modelloop_trainer.artifact.load_artifact`, the format's only reader);
+`handle` answers one TorchServe batch: each request is validated on its own, the texts of
+all valid requests go through the model together (in chunks of `inference_batch`), and each
+request gets its own status code. A bad request therefore never fails the others in its
+batch, and nothing a client sends can raise out of `handle` and cost the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from modelloop_trainer.artifact import LoadedArtifact, load_artifact
+from modelloop_trainer.profile import ReferenceProfile
+
+from modelloop_server.drift import drift_scores
+from modelloop_server.metrics import (
+    REASON_INTERNAL,
+    REASON_INVALID_INPUT,
+    REASON_TOO_LARGE,
+    ModelMetrics,
+)
+from modelloop_server.protocol import (
+    Prediction,
+    RequestError,
+    TextRequest,
+    parse_request,
+    request_payload,
+    response_body,
+)
+from modelloop_server.settings import HandlerSettings
+from modelloop_server.window import Observation, PredictionWindow
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+@dataclass
+class _Outcome:
+    """What one request of a batch gets back."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class TextClassificationHandler:
+    """TorchServe custom service (see `modelloop_server/handler.py` for the entry file)."""
+
+    def __init__(self) -> None:
+        self.initialized = False
+        self.artifact: LoadedArtifact | None = None
+        self.settings = HandlerSettings()
+        self.metrics: ModelMetrics | None = None
+        self.window: PredictionWindow | None = None
+
+    # --- TorchServe's interface -------------------------------------------------------
+    def initialize(self, context: Any) -> None:
+        properties = context.system_properties
+        model_dir = Path(properties["model_dir"])
+        self.settings = HandlerSettings.from_env()
+        handler_config = (context.model_yaml_config or {}).get("handler") or {}
+        artifact_dir = model_dir / str(handler_config.get("artifact_dir", "."))
+        device = _device(properties.get("gpu_id"))
+        logger.info("loading model artifact from %s on %s", artifact_dir, device)
+        self.artifact = load_artifact(artifact_dir, device=device)
+        self.metrics = ModelMetrics(context.metrics, model_name=context.model_name)
+        profile = self.artifact.reference_profile
+        if list(profile.labels) != self.artifact.labels:
+            raise ValueError(
+                f"reference profile labels {list(profile.labels)} differ from the model's "
+                f"{self.artifact.labels}"
+            )
+        state_dir = self.settings.state_dir or model_dir
+        self.window = PredictionWindow(
+            state_dir / f"drift-{context.model_name}-{_profile_key(profile)}.sqlite",
+            num_classes=len(profile.labels),
+            num_confidence_bins=len(profile.confidence.counts),
+            max_samples=self.settings.window_samples,
+            max_age_s=self.settings.window_seconds,
+        )
+        self.initialized = True
+
+    def handle(self, data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
+        if data is None:  # TorchServe's function-style load call; classes get initialize()
+            return None
+        started = time.perf_counter()
+        outcomes = self.answer(data)
+        for idx, outcome in enumerate(outcomes):
+            context.set_response_status(outcome.status, _phrase(outcome.status), idx)
+            context.set_response_content_type(idx, JSON)
+        self._record_latency(len(outcomes), time.perf_counter() - started)
+        return [json.dumps(o.body, separators=(",", ":")) for o in outcomes]
+
+    # --- the work ------------------------------------------------------------------------
+    def answer(self, rows: Sequence[dict[str, Any]]) -> list[_Outcome]:
+        """One outcome per request row, in order."""
+        outcomes: list[_Outcome | None] = [None] * len(rows)
+        valid: list[tuple[int, TextRequest]] = []
+        errors: list[str] = []
+        for idx, row in enumerate(rows):
+            try:
+                valid.append((idx, parse_request(request_payload(row), self.settings.limits)))
+            except RequestError as exc:
+                outcomes[idx] = _Outcome(exc.code, exc.body())
+                errors.append(REASON_TOO_LARGE if exc.code == 413 else REASON_INVALID_INPUT)
+        texts = [text for _, request in valid for text in request.texts]
+        if texts:
+            try:
+                predictions = self.predict(texts)
+            except Exception:  # the model failed, not the client: answer 500, keep the worker
+                logger.exception("inference failed for a batch of %d texts", len(texts))
+                internal = RequestError(
+                    "inference failed; see the server log", code=500, kind="InternalServerError"
+                )
+                for idx, _ in valid:
+                    outcomes[idx] = _Outcome(500, internal.body())
+                    errors.append(REASON_INTERNAL)
+            else:
+                start = 0
+                for idx, request in valid:
+                    mine = predictions[start : start + len(request.texts)]
+                    start += len(request.texts)
+                    outcomes[idx] = _Outcome(200, response_body(request, mine))
+                self._observe(predictions)
+        self._record_errors(errors)
+        return [o for o in outcomes if o is not None]
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Class probabilities for `texts`, as label/confidence/scores."""
+        artifact = self._loaded()
+        labels = artifact.labels
+        chunk = self.settings.inference_batch
+        probabilities = torch.cat(
+            [artifact.predict_proba(texts[i : i + chunk]) for i in range(0, len(texts), chunk)]
+        )
+        confidence, index = probabilities.max(dim=1)
+        rows = probabilities.tolist()
+        return [
+            Prediction(
+                label=labels[int(i)],
+                confidence=round(float(c), 6),
+                scores={label: round(p, 6) for label, p in zip(labels, row, strict=True)},
+            )
+            for c, i, row in zip(confidence.tolist(), index.tolist(), rows, strict=True)
+        ]
+
+    # --- metrics: failures are logged, never turned into failed requests ---------------
+    def _observe(self, predictions: Sequence[Prediction]) -> None:
+        artifact = self._loaded()
+        if self.metrics is None or self.window is None:
+            return
+        profile = artifact.reference_profile
+        index = {label: i for i, label in enumerate(artifact.labels)}
+        try:
+            self.metrics.predictions(
+                [p.label for p in predictions], [p.confidence for p in predictions]
+            )
+            counts = self.window.record(
+                [
+                    Observation(index[p.label], profile.confidence_bin(p.confidence))
+                    for p in predictions
+                ],
+                now=time.time(),
+            )
+            self.metrics.drift(drift_scores(profile, counts))
+        except Exception:
+            logger.exception("could not update prediction metrics")
+
+    def _record_errors(self, reasons: Sequence[str]) -> None:
+        if self.metrics is not None and reasons:
+            try:
+                self.metrics.errors(reasons)
+            except Exception:
+                logger.exception("could not update error metrics")
+
+    def _record_latency(self, requests: int, seconds: float) -> None:
+        if self.metrics is not None:
+            try:
+                self.metrics.request_latencies([seconds] * requests)
+            except Exception:
+                logger.exception("could not update latency metrics")
+
+    def _loaded(self) -> LoadedArtifact:
+        if self.artifact is None:
+            raise RuntimeError("handler used before initialize()")
+        return self.artifact
+
+
+def _device(gpu_id: Any) -> str:
+    if gpu_id is not None and torch.cuda.is_available():
+        return f"cuda:{int(gpu_id)}"
+    return "cpu"
+
+
+def _profile_key(profile: ReferenceProfile) -> str:
+    """A short fingerprint of the profile's bins: a window file is only reused for the same
+    labels and confidence bins (another model version gets a fresh window)."""
+    key = json.dumps([list(profile.labels), list(profile.confidence.edges)])
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+_PHRASES = {200: "OK", 400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error"}
+
+
+def _phrase(status: int) -> str:
+    return _PHRASES.get(status, "")

@@ -1,0 +1,151 @@
+"""A real TorchServe, started by `modelloop-serve` from the operator's config builder, serving
+a packaged tiny model on loopback. One server for the whole module (a start costs ~20-40 s on
+two cores); the tests share it and only read or add traffic."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .conftest import package_mar
+from .serving import Served, http
+
+pytestmark = pytest.mark.torchserve
+
+MODEL = "news"
+
+
+@pytest.fixture(scope="module")
+def served(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    workdir = tmp_path_factory.mktemp("serve")
+    package_mar(tiny_artifact, workdir / "store", name=MODEL)
+    server = Served(
+        workdir, workdir / "store", model=MODEL, mar=f"{MODEL}.mar",
+        env={"MODELLOOP_MAX_TEXTS": "4", "MODELLOOP_MAX_CHARS": "300"},
+        batch_size=4, max_batch_delay_ms=50,
+    )
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def metrics_text(served: Served) -> str:
+    response = http(served.url(served.metrics, "/metrics"))
+    assert response.status == 200
+    return response.body.decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the series `name` whose labels include `labels` (None when absent)."""
+    for line in text.splitlines():
+        m = re.match(rf"^{re.escape(name)}\{{(.*)\}} (\S+)$", line)
+        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
+            return float(m.group(2))
+    return None
+
+
+def test_predicts_one_text_and_a_list(served: Served, tiny_labels: tuple[str, ...]) -> None:
+    one = served.predict({"text": "shares rose on the market"})
+    assert one.status == 200
+    body = one.json()
+    assert body["label"] in tiny_labels and set(body["scores"]) == set(tiny_labels)
+    many = served.predict({"texts": ["goal", "vote", "chip"]})
+    assert many.status == 200
+    assert len(many.json()["predictions"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"text": ""}, 400),
+        ({"text": 5}, 400),
+        (b"this is not json", 400),
+        ({"texts": ["a", "b", "c", "d", "e"]}, 413),
+        ({"text": "y" * 301}, 413),
+    ],
+)
+def test_bad_input_gets_4xx_and_the_worker_keeps_serving(
+    served: Served, body: object, status: int
+) -> None:
+    bad = served.predict(body)
+    assert bad.status == status, bad.body
+    assert bad.json()["code"] == status
+    assert served.predict({"text": "still serving"}).status == 200
+
+
+def test_concurrent_good_and_bad_requests_each_get_their_own_answer(served: Served) -> None:
+    bodies: list[object] = [{"text": f"story {i}"} if i % 2 else {"text": ""} for i in range(16)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda b: served.predict(b).status, bodies))
+    assert statuses == [200 if i % 2 else 400 for i in range(16)]
+
+
+def test_custom_metrics_are_exported_in_prometheus_format(served: Served) -> None:
+    served.predict({"texts": ["a match", "a film"]})
+    served.predict({"text": ""})
+    text = metrics_text(served)
+    predicted = sum(
+        float(v) for v in re.findall(
+            r'^modelloop_predictions_total\{[^}]*model_name="news"[^}]*\} (\S+)$', text, re.M
+        )
+    )
+    assert predicted >= 2
+    assert (sample(text, "modelloop_inference_errors_total", reason="invalid_input") or 0) >= 1
+    assert (sample(text, "modelloop_request_latency_seconds_count", model_name=MODEL) or 0) >= 2
+    assert sample(text, "modelloop_request_latency_seconds_bucket", le="+Inf") is not None
+    assert sample(text, "modelloop_prediction_confidence_count", model_name=MODEL) == predicted
+    samples = sample(text, "modelloop_drift_window_samples", model_name=MODEL)
+    assert samples is not None and samples >= 2
+    for distribution in ("class", "confidence"):
+        psi = sample(text, "modelloop_drift_psi", distribution=distribution)
+        assert psi is not None and psi >= 0
+    assert "# TYPE modelloop_request_latency_seconds histogram" in text
+
+
+def test_management_api_is_not_served_on_the_inference_or_metrics_ports(served: Served) -> None:
+    for port in (served.inference, served.metrics):
+        assert http(served.url(port, f"/models/{MODEL}")).status == 404
+        assert http(served.url(port, "/models?url=x.mar"), data=b"").status in (404, 405)
+    # ...but it answers on loopback, where modelloop-serve watches the workers,
+    assert http(served.url(served.management, f"/models/{MODEL}")).status == 200
+    # and refuses to register models even there (enable_model_api=false).
+    assert http(served.url(served.management, "/models?url=news.mar"), data=b"").status >= 400
+
+
+def test_management_port_is_bound_to_loopback_only(served: Served) -> None:
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to try")
+    with socket.socket() as s:
+        s.settimeout(2)
+        assert s.connect_ex((address, served.management)) != 0
+
+
+def test_health_endpoints(served: Served) -> None:
+    ready = http(served.url(served.health, "/readyz"))
+    assert ready.status == 200 and ready.json()["phase"] == "ready"
+    assert http(served.url(served.health, "/livez")).status == 200
+
+
+def test_sigterm_stops_torchserve_and_exits_zero(served: Served) -> None:
+    assert served.stop() == 0, served.output()
+    assert "TorchServe stopped" in served.output()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", served.inference)) != 0
+
+
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # no packet is sent for UDP connect
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else str(address)
