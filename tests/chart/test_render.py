@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from modelloop_operator import cli
+from modelloop_operator.api import ModelDeployment
+from modelloop_operator.builders.job import Owner
+from modelloop_operator.builders.serving import ServingContext, build_metrics_service
 from modelloop_operator.config import OperatorConfig
 
-from tests.chart.helm import CHART, Helm, Manifest, of_kind, one
+from tests.chart.helm import CHART, REPO, Helm, Manifest, of_kind, one
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -27,6 +31,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                             "peering": {"enabled": True, "name": "ml-peers"}},
     "monitoring": {"metrics": {"serviceMonitor": {"enabled": True,
                                                   "labels": {"release": "prometheus"}},
+                               "modelsServiceMonitor": {"enabled": True},
                                "prometheusRule": {"enabled": True}}},
     "network-policy": {"networkPolicy": {
         "enabled": True, "apiServerCIDRs": ["10.96.0.1/32", "172.18.0.2/32"],
@@ -236,8 +241,6 @@ def test_every_schema_object_is_closed() -> None:
 
 
 def test_every_schema_key_has_a_documented_default_in_values_yaml() -> None:
-    import yaml
-
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
 
@@ -479,7 +482,9 @@ def test_metrics_service_exposes_only_the_metrics_port(helm: Helm, workdir: Path
 
 def test_service_monitor_selects_the_metrics_service(helm: Helm, workdir: Path) -> None:
     objects = render(helm, workdir, "monitoring")
-    monitor, service = one(objects, "ServiceMonitor"), one(objects, "Service")
+    (monitor,) = [m for m in of_kind(objects, "ServiceMonitor")
+                  if m["metadata"]["name"] == "ml-modelloop"]
+    service = one(objects, "Service")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= \
         service["metadata"]["labels"].items()
@@ -516,3 +521,29 @@ def test_dashboards_ship_as_configmaps_with_the_json_files(helm: Helm, workdir: 
     for m in maps:
         assert m["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert m["metadata"]["namespace"] == "grafana"
+
+
+def test_models_service_monitor_selects_the_operators_model_metrics_services(
+        helm: Helm, workdir: Path) -> None:
+    """The selector matches the metrics Service the operator builds for a ModelDeployment
+    (built here by the operator's own builder from the repository's example)."""
+    example = yaml.safe_load((REPO / "examples" / "modeldeployment.yaml").read_text())
+    spec = ModelDeployment.model_validate(example).spec
+    owner = Owner(api_version="modelloop.dev/v1alpha1", kind="ModelDeployment", name="news",
+                  namespace="team-a", uid="0b7c1f5e-0000-4000-8000-000000000001")
+    service = build_metrics_service(ctx=ServingContext(
+        owner=owner, spec=spec, default_image="server:1", default_cpu="1",
+        default_memory="2Gi"))
+    for scenario, namespaces in (("monitoring", {"any": True}),
+                                 ("watch-namespaces", None)):
+        values = copy.deepcopy(SCENARIOS[scenario])
+        values.setdefault("metrics", {})["modelsServiceMonitor"] = {"enabled": True}
+        objects = helm.template(values, workdir=workdir, namespace=NAMESPACE)
+        (monitor,) = [m for m in of_kind(objects, "ServiceMonitor")
+                      if m["metadata"]["name"] == "ml-modelloop-models"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= \
+            service["metadata"]["labels"].items()
+        assert [e["port"] for e in monitor["spec"]["endpoints"]] == \
+            [p["name"] for p in service["spec"]["ports"]]
+        expected = namespaces or {"matchNames": SCENARIOS[scenario]["watchNamespaces"]}
+        assert monitor["spec"]["namespaceSelector"] == expected
