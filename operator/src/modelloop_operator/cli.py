@@ -10,6 +10,7 @@ the Helm chart and a developer's shell start the operator the same way.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(args)
     kopf.configure(verbose=args.verbose, debug=args.debug,
                    log_format=kopf.LogFormat[config.log_format.upper()])
+    if not args.debug:
+        # The client library logs every response body at DEBUG: far too much even for -v.
+        logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     liveness = args.liveness or (
         f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None)
     kopf.run(

@@ -58,10 +58,11 @@ class OperatorConfig(BaseSettings):
     master_port: Annotated[int, Field(ge=1, le=65535)] = 29500
     """torch.distributed rendezvous port on pod 0 (docs/contracts.md)."""
 
-    watch_server_timeout: Annotated[float, Field(gt=0)] = 300.0
-    """Seconds the API server keeps one watch request open before kopf reconnects."""
+    watch_server_timeout: Annotated[int, Field(gt=0)] = 300
+    """Seconds the API server keeps one watch request open before kopf reconnects
+    (whole seconds: the API server rejects ``timeoutSeconds=300.0``)."""
 
-    watch_client_timeout: Annotated[float, Field(gt=0)] = 360.0
+    watch_client_timeout: Annotated[int, Field(gt=0)] = 360
     """Client-side limit on one watch request; longer than the server's so that the
     server ends the request cleanly in the normal case."""
 

@@ -26,12 +26,13 @@ from .builders.labels import TRAINING_JOB
 from .config import OperatorConfig
 from .errors import ConflictError, InvalidSpecError, KubeError, WaitingError
 from .kopf_settings import apply_kopf_settings
-from .kube import KubeClient
+from .kube import KubeClient, load_credentials
 from .metrics import OperatorMetrics
 from .reconcilers.gangjob import is_terminal_phase
 from .reconcilers.observe import DISRUPTION_TARGET
 from .reconcilers.runtime import Runtime
 from .reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
+from .serving_handlers import register_model_deployments, register_optimization_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,16 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
         memo["runtime"] = Runtime(config=config, kube=await KubeClient.connect(),
                                   metrics=metrics)
 
+    @kopf.on.login(id="login", registry=registry)
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        # kopf's built-in logins need the sync `kubernetes` or `pykube` libraries; we
+        # carry neither, so hand it what our own client uses.
+        creds = await load_credentials()
+        return kopf.ConnectionInfo(
+            server=creds.server, ca_path=creds.ca_path, insecure=creds.insecure,
+            scheme=creds.scheme, token=creds.token, certificate_path=creds.certificate_path,
+            private_key_path=creds.private_key_path)
+
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         runtime = memo.get("runtime")
@@ -144,4 +155,6 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
         await _reconcile_training_job(memo=memo, namespace=namespace,
                                       name=labels.get(TRAINING_JOB), trigger="pod")
 
+    register_optimization_jobs(registry=registry, config=config)
+    register_model_deployments(registry=registry, config=config)
     return registry

@@ -105,6 +105,49 @@ def _kubeconfig_path() -> str | None:
     return str(default) if default.exists() else None
 
 
+async def load_configuration() -> client.Configuration:
+    """Credentials from ``KUBECONFIG`` (or ``~/.kube/config``), else the pod's service
+    account: the same rules as kubectl."""
+    configuration = client.Configuration()
+    kubeconfig = await asyncio.to_thread(_kubeconfig_path)
+    if kubeconfig is not None:
+        await config.load_kube_config(config_file=kubeconfig,
+                                      client_configuration=configuration)
+    else:
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration)
+    return configuration
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to reach and authenticate to the API server, for kopf's own connection (its
+    login handler), so kopf and this module always use the same cluster and identity."""
+
+    server: str
+    ca_path: str | None
+    insecure: bool
+    scheme: str | None
+    token: str | None
+    certificate_path: str | None
+    private_key_path: str | None
+
+
+async def load_credentials() -> Credentials:
+    """The credentials :func:`load_configuration` finds, unpacked (certificates stay in
+    the files the client library wrote; tokens are read through its refresh hook)."""
+    configuration = await load_configuration()
+    header = await configuration.get_api_key_with_prefix("BearerToken")
+    parts = str(header).split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (
+        None, parts[0] if parts else None)
+    return Credentials(
+        server=str(configuration.host), ca_path=configuration.ssl_ca_cert or None,
+        insecure=not configuration.verify_ssl, scheme=scheme, token=token,
+        certificate_path=configuration.cert_file or None,
+        private_key_path=configuration.key_file or None)
+
+
 class KubeClient:
     """An authenticated connection to one cluster. Create with :meth:`connect`."""
 
@@ -115,17 +158,8 @@ class KubeClient:
 
     @classmethod
     async def connect(cls) -> KubeClient:
-        """Credentials from ``KUBECONFIG`` (or ``~/.kube/config``), else the pod's
-        service account: the same rules as kubectl and kopf."""
-        configuration = client.Configuration()
-        kubeconfig = await asyncio.to_thread(_kubeconfig_path)
-        if kubeconfig is not None:
-            await config.load_kube_config(config_file=kubeconfig,
-                                          client_configuration=configuration)
-        else:
-            config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration)
-        return cls(api=client.ApiClient(configuration=configuration))
+        """A client with the credentials of :func:`load_configuration`."""
+        return cls(api=client.ApiClient(configuration=await load_configuration()))
 
     async def close(self) -> None:
         """Release the HTTP connection pool."""
