@@ -140,10 +140,10 @@ def test_category_and_short_names_list_every_kind(
         doc["metadata"]["name"] = f"listed-{doc['kind'].lower()}"
         assert _apply(cluster, admission_ns, doc, dry_run=False).returncode == 0
     listed = cluster.kubectl("get", "modelloop", "-n", admission_ns, "-o", "name").stdout
-    for kind in KINDS:
-        assert f"{kind.plural}.modelloop.dev/listed-{kind.kind.lower()}" in listed
+    for kind in KINDS:  # `-o name` prints <kind>.<group>/<name>
+        assert f"{kind.singular}.modelloop.dev/listed-{kind.singular}" in listed, listed
     short = cluster.kubectl("get", "tj,oj,mdep", "-n", admission_ns, "-o", "name").stdout
-    assert short.count("listed-") == 3
+    assert short.count("listed-") == 3, short
 
 
 def _without_empty(value: Any) -> Any:

@@ -68,7 +68,11 @@ def violations(schema: Schema, new: Any, old: Any = None, path: str = "") -> lis
         activation = {"self": _to_cel(new)}
         if uses_old:
             activation["oldSelf"] = _to_cel(old)
-        result = _program(rule["rule"]).evaluate(activation)
+        try:
+            result = _program(rule["rule"]).evaluate(activation)
+        except CELEvalError as err:  # e.g. "no such key": the API server rejects too
+            found.append(f"{path or '<root>'}: {rule['message']} (error: {err.args[0]})")
+            continue
         if isinstance(result, CELEvalError) or not bool(result):
             found.append(f"{path or '<root>'}: {rule['message']}")
     if isinstance(new, dict) and schema.get("type") == "object":

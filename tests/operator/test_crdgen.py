@@ -82,6 +82,8 @@ def test_structural_checker_catches_what_the_api_server_rejects() -> None:
         "e": {"type": "array", "items": {"type": "object", "properties": {
             "k": {"type": "string"}}}, "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["k"]},
+        "f": {"type": "object", "x-kubernetes-validations": [
+            {"rule": "true", "message": "m", "fieldPath": ".metadata.name"}]},
     }}
     errors = "\n".join(structural_errors(bad))
     assert "<root>.a: keys not allowed" not in errors
@@ -89,7 +91,9 @@ def test_structural_checker_catches_what_the_api_server_rejects() -> None:
                      "<root>.b: properties and additionalProperties",
                      "<root>.c: an array needs an items schema",
                      "<root>.d: keys not allowed in a CRD schema: $ref",
-                     "<root>.e: list-map key 'k' must be required or defaulted"):
+                     "<root>.e: list-map key 'k' must be required or defaulted",
+                     "<root>.f: x-kubernetes-validations[0].fieldPath '.metadata.name' does "
+                     "not name a property"):
         assert expected in errors
 
 

@@ -17,7 +17,7 @@ from modelloop_operator.api import KINDS
 from modelloop_operator.crdgen import root_schema
 
 from .api_cases import ALLOWED_UPDATES, CASES, Case, example, load_examples
-from .cel_admission import admit, apply_defaults
+from .cel_admission import admit, apply_defaults, violations
 
 SCHEMAS: dict[str, dict[str, Any]] = {k.kind: root_schema(k) for k in KINDS}
 
@@ -128,3 +128,22 @@ def test_schema_defaults_equal_model_defaults(name: str) -> None:
     by_model = models[doc["kind"]].model_validate(doc).model_dump(
         mode="json", exclude_none=True)["spec"]
     assert _without_empty(by_schema) == _without_empty(by_model)
+
+
+def _nodes_with_defaults(node: dict[str, Any], path: str = ""):  # type: ignore[no-untyped-def]
+    if "default" in node:
+        yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from _nodes_with_defaults(sub, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _nodes_with_defaults(node["items"], f"{path}[]")
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEMAS))
+def test_every_default_passes_the_rules_of_its_node(kind: str) -> None:
+    # The API server validates each default as written, before nested defaults are
+    # filled in, and refuses the CRD otherwise (found on a real server: rollout's
+    # `default: {}` broke a rule reading self.strategy).
+    broken = [f"{path}: {v}" for path, node in _nodes_with_defaults(SCHEMAS[kind])
+              for v in violations(node, node["default"])]
+    assert broken == []

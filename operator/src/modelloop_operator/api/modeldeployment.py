@@ -119,9 +119,11 @@ class RolloutSpec(SpecModel):
     """How model changes are rolled out."""
 
     model_config = ConfigDict(json_schema_extra=k8s(
-        Rule("self.strategy == 'Canary' || !has(self.canary)",
+        # has(self.strategy): the API server also checks these rules against the
+        # `default: {}` of rollout, before the strategy default is filled in.
+        Rule("!has(self.canary) || (has(self.strategy) && self.strategy == 'Canary')",
              "canary is only allowed with strategy Canary", field_path=".canary"),
-        Rule("self.strategy != 'Canary' || has(self.canary)",
+        Rule("!has(self.strategy) || self.strategy != 'Canary' || has(self.canary)",
              "strategy Canary needs canary.steps", field_path=".canary"),
     ))
 

@@ -245,7 +245,8 @@ class OptimizationJobSpec(OptimizationJobSettings):
     """
 
     model_config = ConfigDict(json_schema_extra=k8s(Rule(
-        "has(self.source.trainingJobRef) || has(self.evaluation.dataset)",
+        "has(self.source.trainingJobRef)"
+        " || (has(self.evaluation) && has(self.evaluation.dataset))",
         "evaluation.dataset is required when the source is a modelUri",
         field_path=".evaluation",
     )))

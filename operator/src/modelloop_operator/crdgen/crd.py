@@ -11,20 +11,19 @@ from .schema import Schema, model_schema, normalize_description
 
 def name_rules(kind: KindInfo) -> list[dict[str, str]]:
     """Root rules on metadata.name: a DNS-1035 label (Services are named after it) short
-    enough that every child name still fits 63 characters."""
+    enough that every child name still fits 63 characters. (No fieldPath: the API server
+    only accepts paths into the schema, and metadata has no properties there.)"""
     return [
         {
             "rule": f"self.metadata.name.size() <= {kind.max_name_length}",
             "message": (f"metadata.name must be at most {kind.max_name_length} characters, "
                         "so that the names of the objects the operator creates fit 63"),
-            "fieldPath": ".metadata.name",
             "reason": "FieldValueInvalid",
         },
         {
             "rule": f"self.metadata.name.matches('{NAME_PATTERN}')",
             "message": ("metadata.name must start with a letter and contain only lowercase "
                         "letters, digits and '-' (it names a Service)"),
-            "fieldPath": ".metadata.name",
             "reason": "FieldValueInvalid",
         },
     ]

@@ -85,6 +85,10 @@ def _check(node: dict[str, Any], path: str, errors: list[str]) -> None:
                                                  or rule.get("messageExpression")):
             errors.append(f"{path}: x-kubernetes-validations[{i}] needs rule and message "
                           f"(unknown keys: {extra})")
+        field_path = rule.get("fieldPath")
+        if field_path is not None and not _resolves(node, field_path):
+            errors.append(f"{path}: x-kubernetes-validations[{i}].fieldPath {field_path!r} "
+                          "does not name a property of this node")
     if "default" in node and node["default"] is None:
         errors.append(f"{path}: default null")
     if "enum" in node and "default" in node and node["default"] not in node["enum"]:
@@ -110,3 +114,14 @@ def _check_list_map(node: dict[str, Any], path: str, errors: list[str]) -> None:
             errors.append(f"{path}: list-map key {key!r} must be required or defaulted")
         elif prop.get("type") not in ("string", "integer", "boolean"):
             errors.append(f"{path}: list-map key {key!r} must be a scalar")
+
+
+def _resolves(node: dict[str, Any], field_path: str) -> bool:
+    """Whether a simple ``.a.b`` fieldPath names declared properties (the API server
+    rejects one that does not, e.g. ``.metadata.name`` where metadata is untyped)."""
+    for part in field_path.removeprefix(".").split("."):
+        props = node.get("properties", {})
+        if part not in props:
+            return False
+        node = props[part]
+    return True
