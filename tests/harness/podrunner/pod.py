@@ -124,8 +124,10 @@ class PodWorker:
                 self._update.clear()
                 waiter = asyncio.create_task(self._update.wait())
                 pending = {waiter} | ({lifecycle} if lifecycle and not lifecycle.done() else set())
-                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+                try:
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
                 if lifecycle is not None and lifecycle.done() and not lifecycle.cancelled():
                     error = lifecycle.exception()
                     if error is not None:
@@ -134,7 +136,7 @@ class PodWorker:
                         self.changed()
                         lifecycle = None
             grace = 0.0 if self._gone else self._deletion_grace()
-            await self._shutdown(grace, "pod deleted")
+            await self.shutdown(grace, "pod deleted")
             if lifecycle is not None:
                 lifecycle.cancel()
                 await asyncio.gather(lifecycle, return_exceptions=True)
@@ -162,7 +164,8 @@ class PodWorker:
             grace = spec.get("terminationGracePeriodSeconds", 30)
         return float(grace)
 
-    async def _shutdown(self, grace: float, reason: str) -> None:
+    async def shutdown(self, grace: float, reason: str) -> None:
+        """Stops every container (SIGTERM, `grace` seconds, SIGKILL); no restarts after."""
         self.stopping = True
         await asyncio.gather(*(r.stop(grace, reason) for r in self._runners),
                              return_exceptions=True)
@@ -220,7 +223,7 @@ class PodWorker:
         self._message = "Pod was active on the node longer than the specified deadline"
         self._terminal_phase = "Failed"
         self.events.emit(self.pod, "DeadlineExceeded", self._message, warning=True)
-        await self._shutdown(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)),
+        await self.shutdown(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)),
                              "deadline exceeded")
         self.changed()
 

@@ -158,7 +158,7 @@ class AsyncPodRunner:
         for worker in list(self._workers.values()):
             worker.stopping = True
         await asyncio.gather(
-            *(w._shutdown(STOP_GRACE_S, "runner stopping") for w in self._workers.values()),
+            *(w.shutdown(STOP_GRACE_S, "runner stopping") for w in self._workers.values()),
             return_exceptions=True)
         for task in self._tasks.values():
             task.cancel()
