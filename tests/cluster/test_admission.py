@@ -85,6 +85,17 @@ def test_invalid_manifest_rejected_by_the_api_server(
     assert case.server in result.stderr, result.stderr
 
 
+def test_client_side_strict_apply_names_the_unknown_field(
+        cluster: ControlPlane, admission_ns: str) -> None:
+    # Plain `kubectl apply` (not server-side) reports unknown fields in its own words.
+    doc = example("trainingjob-bbc.yaml")
+    doc["spec"]["dataset"]["textfield"] = "body"
+    result = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-n",
+                             admission_ns, "-f", "-", input=json.dumps(doc), check=False)
+    assert result.returncode != 0
+    assert 'unknown field "spec.dataset.textfield"' in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("name", sorted(load_examples()))
 def test_example_accepted_and_defaulted_like_the_models(
         cluster: ControlPlane, admission_ns: str, name: str) -> None:
