@@ -32,7 +32,6 @@ from .reconcilers.gangjob import is_terminal_phase
 from .reconcilers.observe import DISRUPTION_TARGET
 from .reconcilers.runtime import Runtime
 from .reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
-from .serving_handlers import register_model_deployments, register_optimization_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +154,4 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
         await _reconcile_training_job(memo=memo, namespace=namespace,
                                       name=labels.get(TRAINING_JOB), trigger="pod")
 
-    register_optimization_jobs(registry=registry, config=config)
-    register_model_deployments(registry=registry, config=config)
     return registry
