@@ -9,13 +9,13 @@ from modelloop_operator.handlers import _pod_ended_or_disrupted, _unfinished, bu
 def test_every_trigger_of_the_trainingjob_reconcile_is_registered() -> None:
     registry = build_registry(config=OperatorConfig(resync_seconds=7))
     changing = [h for h in registry._changing.get_all_handlers()]
-    assert {h.id for h in changing} == {"trainingjob-resume", "trainingjob-create",
+    assert {h.id for h in changing} >= {"trainingjob-resume", "trainingjob-create",
                                         "trainingjob-update"}
     timers = list(registry._spawning.get_all_handlers())
-    assert [(t.id, t.interval) for t in timers] == [  # type: ignore[attr-defined]
-        ("trainingjob-resync", 7)]
+    assert ("trainingjob-resync", 7) in [  # other kinds add their own timers
+        (t.id, t.interval) for t in timers]  # type: ignore[attr-defined]
     watching = {h.id for h in registry._watching.get_all_handlers()}
-    assert watching == {"trainingjob-job", "trainingjob-pod"}
+    assert watching >= {"trainingjob-job", "trainingjob-pod"}
 
 
 def test_pod_events_that_matter() -> None:
