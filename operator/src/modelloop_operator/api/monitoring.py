@@ -10,12 +10,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from .base import SpecModel, StatusModel
 from .common import Duration, HttpURL, LabelValue, TriggerCheck
 from .markers import Rule, k8s
 from .optimizationjob import OptimizationJobSettings
+from .scalars import check_pattern
 from .trainingjob import TrainingJobSpec
 
 PROMQL_MAX_LENGTH = 4096
@@ -56,7 +57,9 @@ class MetricCheck(Bounds):
     ``$selector`` in it are replaced by the monitoring window (e.g. 5m) and the label
     matchers selecting this deployment's pods (e.g. namespace="ml",pod=~"bbc-.*")."""
 
-    name: Annotated[str, Field(min_length=1, max_length=63, pattern=CHECK_NAME_PATTERN)]
+    name: Annotated[str, AfterValidator(lambda v: check_pattern(
+        v, CHECK_NAME_PATTERN, "a DNS label: lowercase letters, digits and '-'")), Field(
+        min_length=1, max_length=63, json_schema_extra={"pattern": CHECK_NAME_PATTERN})]
     """Check name (a DNS label), unique within the deployment."""
 
     query: Annotated[str, Field(min_length=1, max_length=PROMQL_MAX_LENGTH)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .base import SpecModel, StatusModel
 from .common import (
@@ -29,10 +29,14 @@ from .common import (
 from .jobs import JobPhase, JobStatus
 from .markers import Rule, k8s
 from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
+from .scalars import check_pattern
 from .trainingjob import IMAGE_MAX_LENGTH
 
 #: Leaves room for the Job (<name>-a<attempt>) and its pod names.
 OPTIMIZATIONJOB_MAX_NAME_LENGTH = 50
+
+ARCHIVE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
 
 class OptimizationSource(SpecModel):
     """The model to optimize: exactly one of trainingJobRef or modelUri."""
@@ -173,8 +177,10 @@ class Packaging(SpecModel):
     format: PackagingFormat = PackagingFormat.TORCHSERVE
     """Serving runtime: torchserve (a .mar archive)."""
 
-    archive_name: Annotated[str, Field(
-        min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")] = "model"
+    archive_name: Annotated[str, AfterValidator(lambda v: check_pattern(
+        v, ARCHIVE_NAME_PATTERN, "letters, digits, '_' and '-', starting with a letter or digit"
+    )), Field(min_length=1, max_length=63,
+              json_schema_extra={"pattern": ARCHIVE_NAME_PATTERN})] = "model"
     """Model name inside the archive and in inference URLs (/predictions/<name>)."""
 
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8

@@ -12,7 +12,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
 
 from .markers import Rule, k8s
 
@@ -146,21 +146,25 @@ QUANTITY_PATTERN: Final = (
 )
 
 
-def _check_quantity(value: int | str) -> int | str:
-    if isinstance(value, bool):
-        raise ValueError("must be a quantity such as 500m, 2 or 4Gi, not a boolean")
+def _check_quantity(value: object) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(
+            f"must be an integer or a quantity string such as 500m, 2 or 4Gi (got {value!r})")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"must not be negative (got {value})")
         return value
     if not re.fullmatch(QUANTITY_PATTERN, value):
-        raise ValueError(f"must be a Kubernetes quantity such as 500m, 2 or 4Gi (got {value!r})")
+        raise ValueError(
+            f"must be a Kubernetes quantity such as 500m, 2 or 4Gi (got {value!r})")
     return value
 
 
+# One plain validator for the whole int-or-string union, so that a bad value gets one
+# message instead of one per union branch.
 Quantity = Annotated[
     int | str,
-    AfterValidator(_check_quantity),
+    PlainValidator(_check_quantity),
     WithJsonSchema({
         "anyOf": [{"type": "integer"}, {"type": "string"}],
         "pattern": QUANTITY_PATTERN,
@@ -174,10 +178,21 @@ Quantity = Annotated[
 
 DNS_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_OBJECT_NAME = "a Kubernetes object name: lowercase letters, digits, '-' and '.'"
 
 ObjectName = Annotated[
-    str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    str,
+    AfterValidator(lambda v: check_pattern(v, DNS_SUBDOMAIN_PATTERN, _OBJECT_NAME)),
+    Field(min_length=1, max_length=253, json_schema_extra={"pattern": DNS_SUBDOMAIN_PATTERN}),
 ]
 """The name of an object in the same namespace (a DNS-1123 subdomain)."""
+
+
+def check_pattern(value: str, pattern: str, what: str) -> str:
+    """Return ``value`` if it matches ``pattern``; else say ``what`` it must be (a person
+    reads the message, not the regular expression)."""
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"must be {what} (got {value!r})")
+    return value
 
 LabelValue = Annotated[str, Field(max_length=63)]
