@@ -92,10 +92,20 @@ def access_reviews(cluster: ControlPlane, release: Release,
                                "resourceAttributes": attributes}})
     listing = {"apiVersion": "v1", "kind": "List", "items": items}
     out = cluster.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(listing)).stdout
-    answers = json.loads(out)
-    results = answers["items"] if answers.get("kind") == "List" else [answers]
+    results = json_stream(out)  # kubectl prints one JSON document per created item
     assert len(results) == len(asks)
     return {ask: bool(r["status"].get("allowed")) for ask, r in zip(asks, results, strict=True)}
+
+
+def json_stream(text: str) -> list[dict[str, Any]]:
+    decoder, docs, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        doc, i = decoder.raw_decode(text, i)
+        docs.extend(doc["items"] if doc.get("kind") == "List" else [doc])
+    return docs
 
 
 def can_i(cluster: ControlPlane, release: Release, *args: str) -> bool:
