@@ -98,7 +98,8 @@ def access_reviews(cluster: ControlPlane, release: Release,
 
 
 def json_stream(text: str) -> list[dict[str, Any]]:
-    decoder, docs, i = json.JSONDecoder(), [], 0
+    decoder, i = json.JSONDecoder(), 0
+    docs: list[dict[str, Any]] = []
     while i < len(text):
         if text[i].isspace():
             i += 1
