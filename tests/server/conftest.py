@@ -69,19 +69,18 @@ def tiny_labels() -> tuple[str, ...]:
 
 
 def package_mar(artifact: Path, store: Path, *, name: str) -> Path:
-    """Package `artifact` with our handler the way modelloop-optimize does (one .mar)."""
-    import subprocess
-    import sys
+    """Package `artifact` with our handler by modelloop-optimize's own packager.
+
+    The archive's model-config.yaml says batch size 2 and delay 7 ms on purpose: the
+    operator's config.properties must win over it (checked in the serving tests).
+    """
+    from modelloop_trainer.optimize.package import ServingConfig, build_archive
 
     handler = Path(__file__).resolve().parents[2] / "server-image/src/modelloop_server/handler.py"
-    store.mkdir(parents=True, exist_ok=True)
-    archiver = Path(sys.executable).parent / "torch-model-archiver"
-    subprocess.run(
-        [str(archiver), "--model-name", name, "--version", "1.0", "--handler", str(handler),
-         "--extra-files", str(artifact), "--export-path", str(store), "--force"],
-        check=True, capture_output=True,
+    return build_archive(
+        artifact_dir=artifact, handler=handler, name=name, version="1.0",
+        serving=ServingConfig(batch_size=2, max_batch_delay_ms=7), export_dir=store,
     )
-    return store / f"{name}.mar"
 
 
 def free_ports(count: int) -> list[int]:

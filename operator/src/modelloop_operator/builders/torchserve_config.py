@@ -23,6 +23,11 @@ is fixed here and cannot be switched off from a spec:
 
 The gRPC inference endpoint cannot be turned off in TorchServe 0.12, so it is bound to
 loopback too: the only remote ways in are the HTTP inference and metrics ports.
+
+Precedence (verified on 0.12): when the archive carries a `model-config.yaml` with
+minWorkers, maxWorkers, batchSize, maxBatchDelay or responseTimeout, TorchServe uses those
+over the `models` entry written here. The per-model settings below therefore only take effect
+for archives packaged without those keys.
 """
 
 from __future__ import annotations
