@@ -35,7 +35,8 @@ def test_watches_time_out_on_both_sides_and_back_off() -> None:
 
 def test_children_are_filtered_on_the_server() -> None:
     selectors = configured().watching.label_selectors
-    assert len(list(selectors)) == 2
+    # Jobs and pods (TrainingJob, OptimizationJob), Deployments (ModelDeployment).
+    assert len(list(selectors)) == 3
     assert set(selectors.values()) == {"app.kubernetes.io/managed-by=modelloop"}
 
 

@@ -16,20 +16,31 @@ Which events reconcile a TrainingJob (always the same idempotent reconcile):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import kopf
 
-from .builders.labels import TRAINING_JOB
+from .builders.labels import MODEL_DEPLOYMENT, OPTIMIZATION_JOB, TRAINING_JOB
 from .config import OperatorConfig
 from .errors import ConflictError, InvalidSpecError, KubeError, WaitingError
 from .kopf_settings import apply_kopf_settings
 from .kube import KubeClient, load_credentials
 from .metrics import OperatorMetrics
 from .reconcilers.gangjob import is_terminal_phase
+from .reconcilers.modeldeployment import (
+    DEPLOYMENTS,
+    MODEL_DEPLOYMENTS,
+    model_deployments_using,
+    reconcile_model_deployment,
+)
 from .reconcilers.observe import DISRUPTION_TARGET
+from .reconcilers.optimizationjob import (
+    OPTIMIZATION_JOBS,
+    optimization_jobs_using,
+    reconcile_optimization_job,
+)
 from .reconcilers.runtime import Runtime
 from .reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
 
@@ -154,4 +165,137 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
         await _reconcile_training_job(memo=memo, namespace=namespace,
                                       name=labels.get(TRAINING_JOB), trigger="pod")
 
+    register_optimization_jobs(registry=registry, config=config)
+    register_model_deployments(registry=registry, config=config)
     return registry
+
+
+# --- OptimizationJob and ModelDeployment ------------------------------------------------
+# Same shape as the TrainingJob's: every trigger runs the same idempotent reconcile. Both
+# kinds also listen to the objects they take their model from, so a source that finishes
+# (or appears) is noticed at once rather than at the next resync.
+
+Reconcile = Callable[..., Awaitable[object]]
+
+
+async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | None,
+                   name: str | None, trigger: str) -> None:
+    """Run one reconcile, retrying conflicts at once, and translate our errors into
+    kopf's (the TrainingJob wrapper's rules, for any reconciler)."""
+    if not namespace or not name:
+        return
+    runtime = _runtime(memo)
+    try:
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                await reconcile(runtime=runtime, namespace=namespace, name=name,
+                                trigger=trigger)
+                return
+            except ConflictError:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+    except InvalidSpecError as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    except WaitingError as exc:
+        raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
+    except KubeError as exc:
+        if exc.retryable:
+            raise kopf.TemporaryError(str(exc), delay=5) from exc
+        raise kopf.PermanentError(str(exc)) from exc
+
+
+def register_optimization_jobs(*, registry: kopf.OperatorRegistry,
+                               config: OperatorConfig) -> None:
+    """OptimizationJob: itself, its Job and pods, a timer while unfinished, and the
+    TrainingJob it optimizes."""
+    oj = (OPTIMIZATION_JOBS.group, OPTIMIZATION_JOBS.version, OPTIMIZATION_JOBS.plural)
+    tj = (TRAINING_JOBS.group, TRAINING_JOBS.version, TRAINING_JOBS.plural)
+
+    @kopf.on.resume(*oj, id="optimizationjob-resume", registry=registry)
+    @kopf.on.create(*oj, id="optimizationjob-create", registry=registry)
+    @kopf.on.update(*oj, id="optimizationjob-update", registry=registry)
+    async def optimization_job_changed(namespace: str | None, name: str | None,
+                                       memo: kopf.Memo, reason: str, **_: Any) -> None:
+        await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace, name=name,
+                       trigger=str(reason))
+
+    @kopf.timer(*oj, interval=config.resync_seconds, initial_delay=config.resync_seconds,
+                when=_unfinished, id="optimizationjob-resync", registry=registry)
+    async def optimization_job_resync(namespace: str | None, name: str | None,
+                                      memo: kopf.Memo, **_: Any) -> None:
+        await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace, name=name,
+                       trigger="timer")
+
+    @kopf.on.event("batch", "v1", "jobs", labels={OPTIMIZATION_JOB: kopf.PRESENT},
+                   id="optimizationjob-job", registry=registry)
+    async def optimization_job_child_job(namespace: str | None, labels: Mapping[str, str],
+                                         memo: kopf.Memo, **_: Any) -> None:
+        await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace,
+                       name=labels.get(OPTIMIZATION_JOB), trigger="job")
+
+    @kopf.on.event("v1", "pods", labels={OPTIMIZATION_JOB: kopf.PRESENT},
+                   when=_pod_ended_or_disrupted, id="optimizationjob-pod", registry=registry)
+    async def optimization_job_child_pod(namespace: str | None, labels: Mapping[str, str],
+                                         memo: kopf.Memo, **_: Any) -> None:
+        await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace,
+                       name=labels.get(OPTIMIZATION_JOB), trigger="pod")
+
+    @kopf.on.event(*tj, id="optimizationjob-source", registry=registry)
+    async def optimization_job_source(namespace: str | None, name: str | None,
+                                      memo: kopf.Memo, **_: Any) -> None:
+        if not namespace or not name:
+            return
+        runtime = _runtime(memo)
+        for found in await optimization_jobs_using(runtime.kube, namespace=namespace,
+                                                   training_job=name):
+            await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace,
+                           name=found, trigger="source")
+
+
+def register_model_deployments(*, registry: kopf.OperatorRegistry,
+                               config: OperatorConfig) -> None:
+    """ModelDeployment: itself, its Deployments, a resync timer (canary steps are timed),
+    and the OptimizationJob or TrainingJob it serves."""
+    md = (MODEL_DEPLOYMENTS.group, MODEL_DEPLOYMENTS.version, MODEL_DEPLOYMENTS.plural)
+
+    @kopf.on.resume(*md, id="modeldeployment-resume", registry=registry)
+    @kopf.on.create(*md, id="modeldeployment-create", registry=registry)
+    @kopf.on.update(*md, id="modeldeployment-update", registry=registry)
+    async def model_deployment_changed(namespace: str | None, name: str | None,
+                                       memo: kopf.Memo, reason: str, **_: Any) -> None:
+        await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace, name=name,
+                       trigger=str(reason))
+
+    @kopf.timer(*md, interval=config.resync_seconds, initial_delay=config.resync_seconds,
+                id="modeldeployment-resync", registry=registry)
+    async def model_deployment_resync(namespace: str | None, name: str | None,
+                                      memo: kopf.Memo, **_: Any) -> None:
+        await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace, name=name,
+                       trigger="timer")
+
+    @kopf.on.event(DEPLOYMENTS.group, DEPLOYMENTS.version, DEPLOYMENTS.plural,
+                   labels={MODEL_DEPLOYMENT: kopf.PRESENT}, id="modeldeployment-deployment",
+                   registry=registry)
+    async def model_deployment_child(namespace: str | None, labels: Mapping[str, str],
+                                     memo: kopf.Memo, **_: Any) -> None:
+        await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace,
+                       name=labels.get(MODEL_DEPLOYMENT), trigger="deployment")
+
+    for kind, resource in (("OptimizationJob", OPTIMIZATION_JOBS),
+                           ("TrainingJob", TRAINING_JOBS)):
+        _register_model_source(registry=registry, kind=kind,
+                               resource=(resource.group, resource.version, resource.plural))
+
+
+def _register_model_source(*, registry: kopf.OperatorRegistry, kind: str,
+                           resource: tuple[str, str, str]) -> None:
+    @kopf.on.event(*resource, id=f"modeldeployment-source-{kind.lower()}", registry=registry)
+    async def model_deployment_source(namespace: str | None, name: str | None,
+                                      memo: kopf.Memo, **_: Any) -> None:
+        if not namespace or not name:
+            return
+        runtime = _runtime(memo)
+        for found in await model_deployments_using(runtime.kube, namespace=namespace,
+                                                   kind=kind, name=name):
+            await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace,
+                           name=found, trigger="source")

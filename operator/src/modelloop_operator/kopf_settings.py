@@ -44,6 +44,7 @@ def apply_kopf_settings(*, settings: kopf.OperatorSettings, config: OperatorConf
     # (a cluster has far more pods than we manage).
     settings.watching.label_selectors["batch", "v1", "jobs"] = MANAGED_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
+    settings.watching.label_selectors["apps", "v1", "deployments"] = MANAGED_SELECTOR
 
     # Events: the reconcilers post their own for every transition; kopf posts only
     # warnings and errors from handlers (e.g. a retry after an API failure).

@@ -1,0 +1,310 @@
+"""The ModelDeployment reconciler: resolve the model, decide the rollout, apply the
+children, write status. One level-based pass, safe to repeat:
+
+1. **snapshot** - the object, the OptimizationJob or TrainingJob it names, both Deployments;
+2. **decide** - source (:mod:`.sources`) and rollout state (:mod:`.rollout`), pure;
+3. **children** - server-side apply of ConfigMap(s), Deployment(s), the two Services and
+   the HPA; the canary's pair and a dropped HPA are deleted;
+4. **status** - computed by :mod:`.deployment_status`, patched only when it changed, with
+   an Event when the phase or the rollout phase changes.
+
+The spec is never written (GitOps): what the operator decided (the model served, the
+canary's step) lives in status. Time-based canary steps advance on the resync timer, so
+a step is held for ``canary.interval`` plus at most one resync interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from ..api import describe_validation_error
+from ..api.meta import API_VERSION, GROUP, VERSION
+from ..api.modeldeployment import (
+    MODELDEPLOYMENT_KIND,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    ServedModel,
+)
+from ..api.optimizationjob import OPTIMIZATIONJOB_KIND
+from ..api.trainingjob import TRAININGJOB_KIND
+from ..builders.job import Owner
+from ..builders.serving import (
+    ModelRef,
+    ServingContext,
+    Track,
+    build_autoscaler,
+    build_config_map,
+    build_deployment,
+    build_inference_service,
+    build_metrics_service,
+    config_map_name,
+    deployment_name,
+    service_url,
+    split_replicas,
+)
+from ..errors import WaitingError
+from ..kube import SERVICES, KubeClient, Object, Resource
+from ..status import merge_patch
+from .deployment_status import (
+    ServingObservation,
+    invalid_spec_status,
+    observe_deployment,
+    serving_status,
+)
+from .gangjob import controlled_by
+from .rollout import (
+    RolloutInputs,
+    RolloutPhase,
+    RolloutState,
+    approved_step,
+    decide_rollout,
+    finish_promotion,
+    from_status,
+    step_weight,
+    to_status,
+)
+from .runtime import Runtime
+from .sources import resolve_served_model
+
+logger = logging.getLogger(__name__)
+
+MODEL_DEPLOYMENTS: Final = Resource(GROUP, VERSION, MODELDEPLOYMENT_KIND.plural,
+                                    MODELDEPLOYMENT_KIND.kind)
+OPTIMIZATION_JOBS: Final = Resource(GROUP, VERSION, OPTIMIZATIONJOB_KIND.plural,
+                                    OPTIMIZATIONJOB_KIND.kind)
+TRAINING_JOBS: Final = Resource(GROUP, VERSION, TRAININGJOB_KIND.plural, TRAININGJOB_KIND.kind)
+DEPLOYMENTS: Final = Resource("apps", "v1", "deployments", "Deployment")
+CONFIG_MAPS: Final = Resource("", "v1", "configmaps", "ConfigMap")
+AUTOSCALERS: Final = Resource("autoscaling", "v2", "horizontalpodautoscalers",
+                              "HorizontalPodAutoscaler")
+KIND: Final = MODELDEPLOYMENT_KIND.kind
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _read_status(raw: object) -> ModelDeploymentStatus:
+    try:
+        return ModelDeploymentStatus.model_validate(raw or {})
+    except ValidationError as exc:
+        logger.warning("unreadable ModelDeployment status, starting afresh: %s", exc)
+        return ModelDeploymentStatus()
+
+
+def model_ref(model: ServedModel) -> ModelRef:
+    """What the builders need of a served model."""
+    assert model.archive_uri is not None  # every resolved model has one
+    return ModelRef(uri=model.archive_uri, version=model.version or "unknown",
+                    checksum=model.checksum)
+
+
+def references(obj: Mapping[str, Any], *, kind: str, name: str) -> bool:
+    """Whether a ModelDeployment (raw) serves from ``kind``/``name``: who to wake up when
+    an OptimizationJob or TrainingJob changes."""
+    model = (obj.get("spec") or {}).get("model") or {}
+    key = {"OptimizationJob": "optimizationJobRef", "TrainingJob": "trainingJobRef"}[kind]
+    return bool((model.get(key) or {}).get("name") == name)
+
+
+async def reconcile_model_deployment(*, runtime: Runtime, namespace: str, name: str,
+                                     trigger: str) -> str | None:
+    """One pass over a ModelDeployment. Returns its phase (None when it is gone)."""
+    key = f"{KIND}/{namespace}/{name}"
+    async with runtime.locks.hold(key):
+        with runtime.metrics.reconciling(kind=KIND, trigger=trigger):
+            obj = await runtime.kube.get(resource=MODEL_DEPLOYMENTS, namespace=namespace,
+                                         name=name)
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                runtime.metrics.set_phase(kind=KIND, key=key, phase=None)
+                return None
+            phase = await _reconcile(runtime=runtime, obj=obj, now=_utcnow())
+            runtime.metrics.set_phase(kind=KIND, key=key, phase=phase)
+            return phase
+
+
+async def _referenced(kube: KubeClient, *, spec: ModelDeploymentSpec,
+                      namespace: str) -> Object | None:
+    source = spec.model
+    if source.optimization_job_ref is not None:
+        return await kube.get(resource=OPTIMIZATION_JOBS, namespace=namespace,
+                              name=source.optimization_job_ref.name)
+    if source.training_job_ref is not None:
+        return await kube.get(resource=TRAINING_JOBS, namespace=namespace,
+                              name=source.training_job_ref.name)
+    return None
+
+
+async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) -> str:
+    kube = runtime.kube
+    meta = obj["metadata"]
+    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+    old = _read_status(obj.get("status"))
+    try:
+        spec = ModelDeploymentSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        problem = describe_validation_error(exc, prefix="spec")
+        new = invalid_spec_status(old=old, problem=problem, generation=generation, now=now)
+        await _write_status(kube=kube, obj=obj, old=old, new=new)
+        return new.phase.value if new.phase else "Failed"
+
+    owner = Owner(api_version=API_VERSION, kind=KIND, name=name, namespace=namespace,
+                  uid=meta["uid"])
+    ctx = ServingContext(owner=owner, spec=spec, default_image=runtime.config.server_image,
+                         default_cpu=runtime.config.default_cpu,
+                         default_memory=runtime.config.default_memory)
+    source = resolve_served_model(source=spec.model,
+                                  referenced=await _referenced(kube, spec=spec,
+                                                               namespace=namespace))
+    stable_obj = await kube.get(resource=DEPLOYMENTS, namespace=namespace,
+                                name=deployment_name(name=name, track=Track.STABLE))
+    canary_obj = await kube.get(resource=DEPLOYMENTS, namespace=namespace,
+                                name=deployment_name(name=name, track=Track.CANARY))
+    stable_seen, canary_seen = observe_deployment(stable_obj), observe_deployment(canary_obj)
+
+    steps = spec.rollout.canary.steps if spec.rollout.canary is not None else []
+    state = from_status(active=old.active_model, rollout=old.rollout, steps=steps)
+    analysis = bool(spec.rollout.canary is not None and spec.rollout.canary.analysis
+                    and spec.monitoring is not None)
+    inputs = RolloutInputs(desired=source.served, strategy=spec.rollout.strategy,
+                           canary=spec.rollout.canary, analysis=analysis,
+                           approved=approved_step(meta.get("annotations") or {}))
+    if state.phase is RolloutPhase.PROMOTING and state.canary is not None:
+        promoted = (stable_seen.model_uri == state.canary.archive_uri
+                    and stable_seen.rolled_out)
+        state = finish_promotion(state, stable_rolled_out=promoted)
+    state = decide_rollout(state, inputs=inputs, now=now)
+
+    if state.stable is not None:
+        await _apply_children(kube=kube, ctx=ctx, state=state, stable_seen=stable_obj,
+                              uid=meta["uid"])
+    obs = ServingObservation(
+        source=source, state=state, strategy=spec.rollout.strategy,
+        stable=stable_seen, canary=canary_seen if state.canary is not None else
+        observe_deployment(None),
+        url=service_url(name=name, namespace=namespace),
+        rollout=to_status(state, strategy=spec.rollout.strategy, steps=steps))
+    new = serving_status(old=old, obs=obs, generation=generation, now=now)
+    await _write_status(kube=kube, obj=obj, old=old, new=new)
+    return new.phase.value if new.phase else "Pending"
+
+
+def _replicas(*, spec: ModelDeploymentSpec, state: RolloutState,
+              stable_obj: Mapping[str, Any] | None) -> tuple[int | None, int]:
+    """(stable replicas or None when the autoscaler owns them, canary replicas)."""
+    autoscaled = spec.autoscaling is not None
+    if autoscaled:
+        assert spec.autoscaling is not None
+        current = (stable_obj or {}).get("spec", {}).get("replicas")
+        total = current if isinstance(current, int) and current > 0 else \
+            spec.autoscaling.min_replicas
+    else:
+        total = spec.replicas
+    steps = spec.rollout.canary.steps if spec.rollout.canary is not None else []
+    if state.phase is RolloutPhase.PROGRESSING:
+        stable, canary = split_replicas(total=total, weight=step_weight(steps, state.step))
+    elif state.phase is RolloutPhase.PROMOTING:
+        last = steps[-1].weight if steps else 100
+        stable, canary = total, split_replicas(total=total, weight=last)[1]
+    else:
+        stable, canary = total, 0
+    return (None if autoscaled else stable), canary
+
+
+async def _apply_owned(*, kube: KubeClient, resource: Resource, manifest: Mapping[str, Any],
+                       uid: str) -> None:
+    """Apply a child, refusing to take over an object someone else created."""
+    meta = manifest["metadata"]
+    existing = await kube.get(resource=resource, namespace=meta["namespace"], name=meta["name"])
+    if existing is not None and not controlled_by(existing, uid):
+        raise WaitingError(
+            f"{resource.kind} {meta['namespace']}/{meta['name']} exists and is not owned by "
+            f"this ModelDeployment; rename or delete it", delay=30)
+    await kube.apply(resource=resource, manifest=manifest)
+
+
+async def _delete_owned(*, kube: KubeClient, resource: Resource, namespace: str, name: str,
+                        uid: str) -> None:
+    existing = await kube.get(resource=resource, namespace=namespace, name=name)
+    if existing is not None and controlled_by(existing, uid):
+        await kube.delete(resource=resource, namespace=namespace, name=name)
+
+
+async def _apply_children(*, kube: KubeClient, ctx: ServingContext, state: RolloutState,
+                          stable_seen: Mapping[str, Any] | None, uid: str) -> None:
+    assert state.stable is not None
+    spec, name, ns = ctx.spec, ctx.owner.name, ctx.owner.namespace
+    promoting = state.phase is RolloutPhase.PROMOTING and state.canary is not None
+    stable_model = model_ref(state.canary if promoting and state.canary else state.stable)
+    stable_replicas, canary_replicas = _replicas(spec=spec, state=state, stable_obj=stable_seen)
+
+    await _apply_owned(kube=kube, resource=CONFIG_MAPS, uid=uid,
+                       manifest=build_config_map(ctx=ctx, track=Track.STABLE,
+                                                 model=stable_model))
+    await _apply_owned(kube=kube, resource=DEPLOYMENTS, uid=uid,
+                       manifest=build_deployment(ctx=ctx, track=Track.STABLE,
+                                                 model=stable_model, replicas=stable_replicas))
+    if state.canary is not None and state.phase in (RolloutPhase.PROGRESSING,
+                                                    RolloutPhase.PROMOTING):
+        canary_model = model_ref(state.canary)
+        await _apply_owned(kube=kube, resource=CONFIG_MAPS, uid=uid,
+                           manifest=build_config_map(ctx=ctx, track=Track.CANARY,
+                                                     model=canary_model))
+        await _apply_owned(kube=kube, resource=DEPLOYMENTS, uid=uid,
+                           manifest=build_deployment(ctx=ctx, track=Track.CANARY,
+                                                     model=canary_model,
+                                                     replicas=canary_replicas))
+    else:
+        await _delete_owned(kube=kube, resource=DEPLOYMENTS, namespace=ns, uid=uid,
+                            name=deployment_name(name=name, track=Track.CANARY))
+        await _delete_owned(kube=kube, resource=CONFIG_MAPS, namespace=ns, uid=uid,
+                            name=config_map_name(name=name, track=Track.CANARY))
+    await _apply_owned(kube=kube, resource=SERVICES, uid=uid,
+                       manifest=build_inference_service(ctx=ctx))
+    await _apply_owned(kube=kube, resource=SERVICES, uid=uid,
+                       manifest=build_metrics_service(ctx=ctx))
+    autoscaler = build_autoscaler(ctx=ctx)
+    if autoscaler is not None:
+        await _apply_owned(kube=kube, resource=AUTOSCALERS, uid=uid, manifest=autoscaler)
+    else:
+        await _delete_owned(kube=kube, resource=AUTOSCALERS, namespace=ns, name=name, uid=uid)
+
+
+def _rollout_phase(status: ModelDeploymentStatus) -> str | None:
+    return status.rollout.message if status.rollout is not None else None
+
+
+async def _write_status(*, kube: KubeClient, obj: Mapping[str, Any],
+                        old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> None:
+    """Patch status when it changed (guarded by resourceVersion); an Event when the phase
+    or the rollout changed, so ``kubectl describe`` tells the story."""
+    before = obj.get("status") or {}
+    after = new.model_dump(mode="json", exclude_none=True)
+    patch = merge_patch(before, after)
+    if not patch:
+        return
+    meta = obj["metadata"]
+    await kube.merge_patch(
+        resource=MODEL_DEPLOYMENTS, namespace=meta["namespace"], name=meta["name"],
+        subresource="status",
+        patch={"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch})
+    if old.phase != new.phase or _rollout_phase(old) != _rollout_phase(new):
+        warning = new.phase is not None and new.phase.value in ("Degraded", "Failed")
+        reason = new.phase.value if new.phase is not None else "Pending"
+        message = (new.rollout.message if new.rollout is not None and new.rollout.message
+                   else new.message) or reason
+        await kube.post_event(involved=obj, type_="Warning" if warning else "Normal",
+                              reason=reason, message=message)
+
+
+
+async def model_deployments_using(kube: KubeClient, *, namespace: str, kind: str,
+                                  name: str) -> list[str]:
+    """Names of the ModelDeployments in ``namespace`` serving from ``kind``/``name``."""
+    found = await kube.list(resource=MODEL_DEPLOYMENTS, namespace=namespace, labels={})
+    return [o["metadata"]["name"] for o in found if references(o, kind=kind, name=name)]
