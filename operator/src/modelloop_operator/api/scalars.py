@@ -195,4 +195,6 @@ def check_pattern(value: str, pattern: str, what: str) -> str:
         raise ValueError(f"must be {what} (got {value!r})")
     return value
 
+
 LabelValue = Annotated[str, Field(max_length=63)]
+"""A label value (at most 63 characters)."""
