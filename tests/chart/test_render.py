@@ -213,9 +213,9 @@ def _object_schemas(node: Any, path: str = "#") -> Iterable[tuple[str, dict[str,
 # Kubernetes types passed through untouched (validated by the API server, not by us).
 PASS_THROUGH = {
     "#/properties/global",
-    "#/$defs/envVar/properties/valueFrom",
-    "#/$defs/networkPolicyPeer/properties/podSelector",
-    "#/$defs/networkPolicyPeer/properties/namespaceSelector",
+    "#/definitions/envVar/properties/valueFrom",
+    "#/definitions/networkPolicyPeer/properties/podSelector",
+    "#/definitions/networkPolicyPeer/properties/namespaceSelector",
     "#/properties/affinity/properties/nodeAffinity",
     "#/properties/affinity/properties/podAffinity",
     "#/properties/affinity/properties/podAntiAffinity",
