@@ -74,10 +74,11 @@ def server_series() -> set[str]:
 
 
 def documented_server_metrics() -> set[str] | None:
-    """Metric names docs/metrics.md mentions in backticks, or None while it does not exist."""
+    """Names docs/metrics.md shows in backticks (metric names among them), or None while it
+    does not exist."""
     if not METRICS_DOC.is_file():
         return None
-    return set(re.findall(r"`(modelloop_[a-z0-9_]+|ts_[a-z0-9_]+)", METRICS_DOC.read_text()))
+    return set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", METRICS_DOC.read_text()))
 
 
 def known_series() -> set[str]:
