@@ -21,6 +21,22 @@ test-unit: venv ## only the tests that need no cluster
 test-cluster: venv cluster-binaries ## only the cluster tier
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
 
+# --- local Kubernetes control plane (tests/harness, README "Local control plane") ---
+CLUSTER_WORKDIR ?= .cache/cluster
+.PHONY: cluster-env
+
+cluster-binaries: ## build/reuse etcd, kube-*, kwok (go build) and kubectl, helm (cached in ~/.cache/modelloop/bin)
+	bash hack/build-cluster-binaries.sh
+
+cluster-up: venv cluster-binaries ## start a local control plane; then: eval "$(make -s cluster-env)"
+	$(PY) -m tests.harness.controlplane up --workdir $(CLUSTER_WORKDIR)
+
+cluster-env: ## print export lines (KUBECONFIG, PATH) for the running local control plane
+	@$(PY) -m tests.harness.controlplane env --workdir $(CLUSTER_WORKDIR)
+
+cluster-down: ## stop the local control plane and remove its work dir
+	$(PY) -m tests.harness.controlplane down --workdir $(CLUSTER_WORKDIR)
+
 .PHONY: docs-reference
 crds: venv ## regenerate crds/, the chart's CRD templates and docs/reference/ from the API models
 	$(PY) -m modelloop_operator.crdgen
