@@ -66,3 +66,15 @@ chart-test: venv ## Helm chart, Argo CD health checks and dashboards, without a 
 
 argocd-cm: venv ## regenerate examples/argocd/ argocd-cm snippets from argocd/resource_customizations
 	$(PY) argocd/generate_argocd_cm.py
+
+# --- server image (server-image/README.md, docs/metrics.md) ---
+.PHONY: server-test server-typecheck bench-serve
+server-test: venv ## server image: handler, drift, supervisor, config builder, Dockerfile, real TorchServe (~2 min)
+	$(PY) -m pytest tests/server $(PYTEST_ARGS)
+
+server-typecheck: venv ## mypy --strict and ruff over the server package and its tests
+	$(VENV)/bin/mypy --strict server-image/src tests/server
+	$(VENV)/bin/ruff check server-image tests/server
+
+bench-serve: venv ## TorchServe req/s at concurrency 8 vs in-process texts/s, fp32 and int8 (minutes)
+	$(PY) bench/serve_throughput.py
