@@ -12,6 +12,7 @@ next step: see docs/security.md.
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from collections.abc import Iterable, Iterator
@@ -23,7 +24,7 @@ import pytest
 import yaml
 
 from tests.chart.helm import CHART, Helm
-from tests.chart.test_render import CLUSTER_NEEDS, NAMESPACED_NEEDS, Triple
+from tests.chart.test_render import CLUSTER_NEEDS, NAMESPACED_NEEDS, SCENARIOS, Triple
 from tests.harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -222,3 +223,66 @@ def test_watch_namespaces_install_grants_rights_only_in_those_namespaces(
                  env=helm_env(cluster), check=False)
         for ns in watched:
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_every_rendered_configuration_is_accepted_by_the_api_server(
+        cluster: ControlPlane, release_namespace: str, tmp_path: Path) -> None:
+    """`helm template` only checks YAML; the API server checks every field of every object
+    (server-side dry run) and, through Pod Security admission, that the operator's pod
+    passes the restricted standard. Prometheus Operator kinds are left out: their CRDs are
+    not part of the local control plane."""
+    helm = cluster_helm(cluster, tmp_path / "helm")
+    watched = [f"{release_namespace}-a", f"{release_namespace}-b"]
+    for ns in watched:
+        cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("label", "namespace", release_namespace,
+                    "pod-security.kubernetes.io/enforce=restricted")
+    # Pods are admitted only with an existing ServiceAccount; the dry run creates none.
+    cluster.kubectl("create", "serviceaccount", "pod-check", "-n", release_namespace)
+    # The kopf peering CRDs (the chart's crds/ folder) must exist for peering objects.
+    cluster.kubectl("apply", "--server-side", "-f",
+                    str(CHART / "crds" / "kopf-peering.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev")
+    try:
+        for scenario, values in SCENARIOS.items():
+            values = copy.deepcopy(values)
+            if "watchNamespaces" in values:
+                values["watchNamespaces"] = watched
+            if "dashboards" in values:
+                values["dashboards"]["namespace"] = release_namespace
+            objects = [o for o in helm.template(values, workdir=tmp_path,
+                                                namespace=release_namespace)
+                       if not o["apiVersion"].startswith("monitoring.coreos.com/")]
+            listing = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+            result = cluster.kubectl("apply", "--dry-run=server", "--server-side",
+                                     "--force-conflicts", "-f", "-", input=listing,
+                                     check=False)
+            assert result.returncode == 0, f"{scenario}: {result.stderr}"
+
+            pod = pod_of(objects, release_namespace)
+            created = cluster.kubectl("create", "--dry-run=server", "-f", "-",
+                                      input=json.dumps(pod), check=False)
+            assert created.returncode == 0, f"{scenario}: {created.stderr}"
+
+        # The check has teeth: the same pod allowed to escalate privileges is refused.
+        pod = pod_of(helm.template({}, workdir=tmp_path, namespace=release_namespace),
+                     release_namespace)
+        pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+        refused = cluster.kubectl("create", "--dry-run=server", "-f", "-",
+                                  input=json.dumps(pod), check=False)
+        assert refused.returncode != 0 and "allowPrivilegeEscalation" in refused.stderr
+    finally:
+        for ns in watched:
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def pod_of(objects: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
+    """The Pod the operator Deployment's template would create (under the pod-check
+    ServiceAccount, which exists; the chart's own is only dry-run)."""
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {**template["metadata"], "name": "operator-dry-run",
+                         "namespace": namespace},
+            "spec": {**template["spec"], "serviceAccountName": "pod-check"}}
