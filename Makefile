@@ -67,6 +67,18 @@ chart-test: venv ## Helm chart, Argo CD health checks and dashboards, without a 
 argocd-cm: venv ## regenerate examples/argocd/ argocd-cm snippets from argocd/resource_customizations
 	$(PY) argocd/generate_argocd_cm.py
 
+# --- trainer image (docs/trainer.md) ---
+.PHONY: trainer-test trainer-typecheck bench-trainer
+trainer-test: venv ## trainer and optimizer unit tier (tiny BERT: train, resume, DDP, optimize, package)
+	$(PY) -m pytest tests/trainer $(PYTEST_ARGS)
+
+trainer-typecheck: venv ## mypy --strict and ruff over the trainer package
+	$(VENV)/bin/mypy trainer-image/src
+	$(VENV)/bin/ruff check trainer-image tests/trainer
+
+bench-trainer: venv ## trainer benchmarks (minutes): MiniLM on BBC News, int8, distillation
+	cd bench && ../$(PY) train_bbc.py && ../$(PY) optimize_int8.py && ../$(PY) optimize_distill.py
+
 # --- server image (server-image/README.md, docs/metrics.md) ---
 .PHONY: server-test server-typecheck bench-serve
 server-test: venv ## server image: handler, drift, supervisor, config builder, Dockerfile, real TorchServe (~2 min)

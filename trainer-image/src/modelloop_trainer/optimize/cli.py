@@ -240,7 +240,8 @@ def _apply(
     if isinstance(technique, Pruning):
         record.update(prune_model(model, technique))
     elif isinstance(technique, Distillation):
-        teacher_layers = int(model.config.num_hidden_layers)  # type: ignore[union-attr]
+        teacher_config: Any = model.config
+        teacher_layers = int(teacher_config.num_hidden_layers)
         if technique.student_layers >= teacher_layers:
             raise InputError(
                 f"distillation: studentLayers {technique.student_layers} must be fewer than "

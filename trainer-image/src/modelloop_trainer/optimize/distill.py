@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,12 +47,12 @@ def make_student(teacher: nn.Module, student_layers: int) -> nn.Module:
     layers = _encoder_layers(student)
     kept = nn.ModuleList([layers[i] for i in keep])
     _set_encoder_layers(student, kept)
-    config = student.config  # type: ignore[union-attr]
+    config: Any = student.config
     config.num_hidden_layers = student_layers
     for i, layer in enumerate(kept):  # attention modules know their index in some versions
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
-                module.layer_idx = i
+                setattr(module, "layer_idx", i)  # noqa: B010 - attribute of some modules only
     return student
 
 
@@ -108,7 +109,7 @@ def distill(
             ) * (t * t)
             hard = F.cross_entropy(student_logits, targets)
             loss = spec.alpha * soft + (1 - spec.alpha) * hard
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
@@ -120,14 +121,14 @@ def distill(
                     step=step,
                     total_steps=total,
                     epoch=epoch,
-                    loss=round(float(loss), 6),
+                    loss=round(float(loss.detach()), 6),
                 )
     student.eval()
     return student
 
 
 def _encoder_layers(model: nn.Module) -> nn.ModuleList:
-    base = getattr(model, model.base_model_prefix)  # type: ignore[arg-type]
+    base: Any = getattr(model, str(model.base_model_prefix))
     layers = base.encoder.layer
     if not isinstance(layers, nn.ModuleList):
         raise ValueError(f"{type(model).__name__}: cannot find its encoder layers")
@@ -135,5 +136,5 @@ def _encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def _set_encoder_layers(model: nn.Module, layers: nn.ModuleList) -> None:
-    base = getattr(model, model.base_model_prefix)  # type: ignore[arg-type]
+    base: Any = getattr(model, str(model.base_model_prefix))
     base.encoder.layer = layers

@@ -107,7 +107,7 @@ def _latency(
             model(**batch)
             times.append((time.perf_counter() - start) * 1000.0)
     times.sort()
-    p99_index = min(len(times) - 1, int(round(0.99 * (len(times) - 1))))
+    p99_index = min(len(times) - 1, round(0.99 * (len(times) - 1)))
     return statistics.median(times), times[p99_index]
 
 

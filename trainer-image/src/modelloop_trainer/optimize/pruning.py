@@ -28,14 +28,16 @@ def prune_model(model: nn.Module, spec: Pruning) -> dict[str, float]:
         if not isinstance(module, nn.Linear) or name.startswith("classifier"):
             continue
         if spec.structured:
-            prune.ln_structured(module, name="weight", amount=spec.amount, n=2, dim=0)
+            prune.ln_structured(  # type: ignore[no-untyped-call]
+                module, name="weight", amount=spec.amount, n=2, dim=0
+            )
             with torch.no_grad():
                 if module.bias is not None:
-                    kept_rows = module.weight_mask.abs().sum(dim=1) > 0
+                    kept_rows = module.get_buffer("weight_mask").abs().sum(dim=1) > 0
                     module.bias.mul_(kept_rows.to(module.bias.dtype))
         else:
-            prune.l1_unstructured(module, name="weight", amount=spec.amount)
-        prune.remove(module, "weight")
+            prune.l1_unstructured(module, name="weight", amount=spec.amount)  # type: ignore[no-untyped-call]
+        prune.remove(module, "weight")  # type: ignore[no-untyped-call]
         pruned += int((module.weight == 0).sum())
         total += module.weight.numel()
     if total == 0:

@@ -34,10 +34,7 @@ def quantize_dynamic_int8(model: nn.Module, spec: Quantization) -> nn.Module:
         if spec.embeddings:
             qconfig[nn.Embedding] = float_qparams_weight_only_qconfig
         model = model.to("cpu").eval()
-        quantized: nn.Module = quantize_dynamic(
-            model,
-            qconfig,
-            dtype=torch.qint8,
-            inplace=False,  # type: ignore[arg-type]
+        quantized: nn.Module = quantize_dynamic(  # type: ignore[no-untyped-call]
+            model, qconfig, dtype=torch.qint8, inplace=False
         )
     return quantized
