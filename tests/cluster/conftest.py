@@ -48,7 +48,7 @@ class RunningOperator:
     @property
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "modelloop_operator.cli", "--all-namespaces",
-                "--standalone", "--verbose"]
+                "--standalone"]
 
     def start(self, *, timeout: float = 60) -> None:
         """Start it and wait until its liveness endpoint answers."""
