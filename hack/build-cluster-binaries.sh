@@ -105,7 +105,7 @@ stamp_for() {  # everything that, when changed, must trigger a rebuild
   local name="$1" version="$2" dir
   dir="$(module_dir "$name")"
   printf 'name=%s\nversion=%s\ngo=%s\ngosum=%s\nldflags=%s\n' "$name" "$version" \
-    "$("$GOBIN_CMD" env GOVERSION)" "$(sha256sum "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -c1-16)" \
+    "$("$GOBIN_CMD" env GOVERSION)" "$(cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -c1-16)" \
     "$(ldflags_for "$name" "$version")"
 }
 
