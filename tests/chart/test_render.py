@@ -452,6 +452,8 @@ def test_crds_are_installed_and_kept_by_default(helm: Helm, workdir: Path) -> No
     assert set(crds) == CRD_NAMES
     for crd in crds.values():
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        # Argo CD prunes a CRD that leaves the chart unless told not to.
+        assert crd["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Prune=false"
 
 
 def test_crds_not_kept_when_asked(helm: Helm, workdir: Path) -> None:
@@ -459,6 +461,7 @@ def test_crds_not_kept_when_asked(helm: Helm, workdir: Path) -> None:
     assert set(crds) == CRD_NAMES
     for crd in crds.values():
         assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
+        assert "argocd.argoproj.io/sync-options" not in crd["metadata"].get("annotations", {})
 
 
 def test_crds_absent_when_disabled(helm: Helm, workdir: Path) -> None:

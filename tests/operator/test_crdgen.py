@@ -240,7 +240,10 @@ def test_chart_templates_are_gated_and_keepable() -> None:
         # Rendered with both switches on, it is the plain CRD plus the annotation.
         rendered = "\n".join(ln for ln in body if "{{" not in ln)
         plain = yaml.safe_load(files[Path("crds") / f"{kind.crd_name}.yaml"])
-        plain["metadata"]["annotations"] = {"helm.sh/resource-policy": "keep"}
+        plain["metadata"]["annotations"] = {
+            "helm.sh/resource-policy": "keep",
+            "argocd.argoproj.io/sync-options": "Prune=false",
+        }
         assert yaml.safe_load(rendered) == plain
 
 

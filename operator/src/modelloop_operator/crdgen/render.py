@@ -38,6 +38,10 @@ def crd_yaml(crd: dict[str, Any]) -> str:
 def chart_template(crd: dict[str, Any]) -> str:
     """The same CRD as a chart template: rendered only when ``crds.enabled``, and kept on
     ``helm uninstall`` when ``crds.keep`` (deleting a CRD deletes every object of its kind).
+
+    Argo CD honours ``helm.sh/resource-policy: keep`` only when the Application is deleted;
+    a CRD that merely leaves the rendered chart would still be pruned, taking every object
+    of its kind with it, so ``Prune=false`` goes with ``keep``.
     """
     body = to_yaml(crd)
     if "{{" in body or "}}" in body:
@@ -49,6 +53,7 @@ def chart_template(crd: dict[str, Any]) -> str:
         "  {{- if .Values.crds.keep }}\n"
         "  annotations:\n"
         "    helm.sh/resource-policy: keep\n"
+        "    argocd.argoproj.io/sync-options: Prune=false\n"
         "  {{- end }}\n"
     )
     body = body.replace(name_line, name_line + keep, 1)
