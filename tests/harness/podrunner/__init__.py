@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .ipam import local_routes_available
 from .node import RUNNER_LABEL
 from .runner import DEFAULT_INHERITED_ENV, AsyncPodRunner, RunnerOptions
 from .storage import LOCAL_STORAGE_CLASS, local_pv_manifest, local_storage_class_manifest
@@ -26,6 +27,7 @@ __all__ = [
     "PodRunner",
     "RunnerOptions",
     "local_pv_manifest",
+    "local_routes_available",
     "local_storage_class_manifest",
 ]
 

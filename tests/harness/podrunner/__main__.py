@@ -24,7 +24,10 @@ def parse_args(argv: list[str] | None = None) -> RunnerOptions:
     parser.add_argument("--cpu", default="2")
     parser.add_argument("--memory", default="8Gi")
     parser.add_argument("--gpus", type=int, default=0)
-    parser.add_argument("--pod-cidr", help="IPv4 loopback CIDR (default: random 127.X.Y.0/24)")
+    parser.add_argument("--pod-cidr",
+                        help="pod CIDR: IPv4 loopback (default: random 127.X.Y.0/24), or 'routed' "
+                        "(random 198.18.X.0/24 made host-local by a route; root only; "
+                        "needed for EndpointSlices)")
     parser.add_argument("--extra-path", action="append", default=[],
                         help="directory searched first for container commands (repeatable)")
     parser.add_argument("--entrypoint", action="append", default=[], metavar="IMAGE=CMD",
@@ -53,8 +56,8 @@ async def serve(options: RunnerOptions) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await runner.start()
     try:
+        await runner.start()
         await stop.wait()
     finally:
         await runner.stop()

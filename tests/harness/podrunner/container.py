@@ -205,7 +205,10 @@ class ContainerRunner:
             self._pod.events.emit(pod, "Failed", f"Error: {error}", warning=True,
                                   container=self.name)
             now = now_rfc3339()
-            return Terminated(128, "StartError", str(error), now, now, "")
+            state = Terminated(128, "StartError", str(error), now, now, "")
+            self.record.set_terminated(state)
+            self._pod.changed()
+            return state
         if self._pod.stopping:
             raise _StoppedError
         self.termination_file().write_bytes(b"")

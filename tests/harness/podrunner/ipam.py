@@ -1,8 +1,13 @@
-"""Loopback addresses for pods: every pod gets its own 127.x.y.z.
+"""Host-local addresses for pods: every pod gets its own, e.g. 127.x.y.z.
 
 All of 127.0.0.0/8 is routed to `lo` on Linux, so any address in it can be bound without
-configuration; distinct addresses let two pods listen on the same port and let
-EndpointSlices point at real, distinct endpoints. Addresses are handed out
+configuration, and distinct addresses let two pods listen on the same port. But since
+Kubernetes 1.37 (strict IP validation) the API server refuses loopback addresses in
+EndpointSlices, so Services of such pods have no endpoints. For that, a pod CIDR outside
+127/8 can be made host-local the way 127/8 is, with one route of type `local` on `lo`
+(`ip route add local 198.18.7.0/24 dev lo`, root only; traffic still never leaves the
+host; the benchmarking range 198.18.0.0/15 is never used on real networks). Addresses are
+handed out
 least-recently-released first, so a just-deleted pod's address (still in its terminal
 status, maybe still in an old EndpointSlice) is not reused at once. An address with a
 listening TCP socket (another runner, another test session on the same machine) is
@@ -12,9 +17,12 @@ skipped.
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
+import shutil
 import socket
 import struct
+import subprocess
 from collections import deque
 from pathlib import Path
 
@@ -26,6 +34,43 @@ class PoolExhaustedError(RuntimeError):
 def random_pod_cidr() -> str:
     """A random 127.X.Y.0/24, so concurrent runners on one machine rarely share addresses."""
     return f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.0/24"
+
+
+def random_routed_cidr() -> str:
+    """A random /24 of the benchmarking range 198.18.0.0/15 for a local route."""
+    return f"198.{random.randint(18, 19)}.{random.randint(0, 255)}.0/24"
+
+
+class LocalRouteError(RuntimeError):
+    """The local route for a non-loopback pod CIDR could not be added (not root?)."""
+
+
+class LocalRoute:
+    """`ip route add local <cidr> dev lo` for the runner's lifetime (removed by `remove`)."""
+
+    def __init__(self, cidr: str) -> None:
+        self.cidr = str(ipaddress.ip_network(cidr))
+        self._added = False
+
+    def add(self) -> None:
+        result = subprocess.run(["ip", "route", "add", "local", self.cidr, "dev", "lo"],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise LocalRouteError(
+                f"cannot make {self.cidr} host-local (ip route add local {self.cidr} dev lo): "
+                f"{result.stderr.strip() or result.returncode}")
+        self._added = True
+
+    def remove(self) -> None:
+        if self._added:
+            subprocess.run(["ip", "route", "del", "local", self.cidr, "dev", "lo"],
+                           capture_output=True, check=False)
+            self._added = False
+
+
+def local_routes_available() -> bool:
+    """Whether this process may add routes (root with the `ip` tool)."""
+    return os.geteuid() == 0 and shutil.which("ip") is not None
 
 
 def listening_ipv4_addresses(proc_net_tcp: Path = Path("/proc/net/tcp")) -> set[str]:
@@ -44,11 +89,15 @@ def listening_ipv4_addresses(proc_net_tcp: Path = Path("/proc/net/tcp")) -> set[
 
 
 class LoopbackPool:
-    """Allocates host addresses of a loopback CIDR (network, broadcast and .1 excluded)."""
+    """Allocates host addresses of a CIDR (network, broadcast and .1 excluded).
 
-    def __init__(self, cidr: str, *, in_use: set[str] | None = None) -> None:
+    The CIDR must be IPv4 loopback unless `routed` says a LocalRoute makes it host-local.
+    """
+
+    def __init__(self, cidr: str, *, routed: bool = False,
+                 in_use: set[str] | None = None) -> None:
         network = ipaddress.ip_network(cidr)
-        if not network.is_loopback or network.version != 4:
+        if network.version != 4 or not (network.is_loopback or routed):
             raise ValueError(f"pod CIDR must be an IPv4 loopback network: {cidr}")
         # x.y.z.1 is left out: 127.0.0.1 is everybody's default bind address.
         self._free: deque[str] = deque(

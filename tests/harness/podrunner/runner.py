@@ -9,6 +9,7 @@ own task: one bad pod is logged, never fatal for the others.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 
 from .container import RunnerSettings
 from .events import EventRecorder
-from .ipam import LoopbackPool, random_pod_cidr
+from .ipam import LocalRoute, LoopbackPool, random_pod_cidr, random_routed_cidr
 from .kube import KubeClient, KubeError
 from .node import NodeAgent, NodeConfig
 from .pod import PodWorker, pod_key
@@ -104,8 +105,14 @@ class AsyncPodRunner:
         self.options = options
         self.workdir = Path(options.workdir or tempfile.mkdtemp(prefix="modelloop-podrunner-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.pod_cidr = options.pod_cidr or random_pod_cidr()
-        self.pool = LoopbackPool(self.pod_cidr)
+        if options.pod_cidr == "routed":
+            self.pod_cidr = random_routed_cidr()
+        else:
+            self.pod_cidr = options.pod_cidr or random_pod_cidr()
+        routed = not ipaddress.ip_network(self.pod_cidr).is_loopback
+        # A non-loopback pod CIDR (EndpointSlices need one) is made host-local by a route.
+        self.route = LocalRoute(self.pod_cidr) if routed else None
+        self.pool = LoopbackPool(self.pod_cidr, routed=routed)
         self.settings = build_settings(options, self.workdir)
         self._kube: KubeClient | None = None
         self._workers: dict[str, PodWorker] = {}
@@ -120,6 +127,8 @@ class AsyncPodRunner:
         return self._kube
 
     async def start(self) -> None:
+        if self.route is not None:
+            self.route.add()
         self._kube = await KubeClient.from_kubeconfig(self.options.kubeconfig,
                                                       self.options.context)
         self.events = EventRecorder(self._kube, self.options.node_name)
@@ -167,6 +176,8 @@ class AsyncPodRunner:
             await self.events.drain()
             await self._kube.close()
             self._kube = None
+        if self.route is not None:
+            self.route.remove()
 
     # --- pods ------------------------------------------------------------------------
     def worker_for(self, namespace: str, name: str) -> PodWorker | None:
