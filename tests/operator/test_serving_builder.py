@@ -42,7 +42,8 @@ def deployment_spec(**changes: Any) -> ModelDeploymentSpec:
 
 def context(**changes: Any) -> ServingContext:
     return ServingContext(owner=OWNER, spec=deployment_spec(**changes),
-                          default_image="registry.example/server:1", default_cpu="1",
+                          default_image="registry.example/server:1",
+                          init_image="registry.example/trainer:1", default_cpu="1",
                           default_memory="2Gi")
 
 
@@ -171,19 +172,23 @@ class TestModelStore:
         assert [c["name"] for c in inits] == ["fetch-model"]
         assert inits[0]["args"][1:] == ["s3://bucket/bbc/model.mar", "/mnt/models/model.mar"]
         assert inits[0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+        assert inits[0]["image"] == "registry.example/trainer:1"  # has fsspec and s3fs
         assert "envFrom" not in server(dep)  # the server never sees the credentials
         store = next(v for v in pod_spec(dep)["volumes"] if v["name"] == "model-store")
         assert store == {"name": "model-store", "emptyDir": {}}
 
     def test_a_model_directory_is_packaged_in_the_pod(self) -> None:
         model = ModelRef(uri="pvc://models/bbc/run1", version="bbc")
-        dep = deployment(model)
+        dep = deployment(model, server={"batchSize": 4, "workers": 2, "maxBatchDelayMs": 10,
+                                        "responseTimeoutSeconds": 30})
         inits = pod_spec(dep)["initContainers"]
         assert [c["name"] for c in inits] == ["package-model"]
         assert "build_archive" in inits[0]["args"][0]
-        assert inits[0]["args"][1:] == ["pvc://models/bbc/run1", "/mnt/models", "model"]
+        assert inits[0]["args"][1:4] == ["pvc://models/bbc/run1", "/mnt/models", "model"]
         assert {"name": "model-source", "mountPath": "/mnt/pvc/models",
                 "readOnly": True} in inits[0]["volumeMounts"]
+        # The archive carries the spec's tuning: TorchServe prefers the archive's own.
+        assert inits[0]["args"][4:] == ["4", "2", "10", "30"]
 
     def test_file_archive_is_served_from_its_directory(self) -> None:
         dep = deployment(ModelRef(uri="file:///srv/models/bbc.mar", version="v"))

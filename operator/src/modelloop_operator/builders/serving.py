@@ -20,7 +20,9 @@ Decisions encoded here, each for a reason:
   ``file://`` archives are read where they are; ``s3://`` archives are downloaded by an
   init container, the only container that sees the storage Secret. A model *directory*
   (a TrainingJob served unoptimized) is packaged into a ``.mar`` by an init container
-  with the trainer's own packaging code, which the server image installs.
+  with the trainer's own packaging code. Init containers run the *trainer* image: it has
+  the storage code with fsspec/s3fs, torch-model-archiver and the server's handler, which
+  the server image deliberately leaves out.
 * **A model or config change rolls the pods**: the pod template carries the archive URI,
   checksum and a hash of the config as annotations.
 """
@@ -71,9 +73,9 @@ MODEL_URI_ANNOTATION: Final = "modelloop.dev/model-uri"
 MODEL_CHECKSUM_ANNOTATION: Final = "modelloop.dev/model-checksum"
 CONFIG_HASH_ANNOTATION: Final = "modelloop.dev/config-hash"
 
-# Inline programs run by init containers with the server image's Python. They use the
-# trainer package's storage and packaging code (installed in the server image), so URIs
-# and archives have exactly one implementation.
+# Inline programs run by init containers in the trainer image. They call the trainer
+# package's own storage and packaging code, so URIs and archives have exactly one
+# implementation.
 FETCH_SCRIPT: Final = (
     "import shutil, sys\n"
     "from modelloop_trainer.storage import fetch, parse_uri\n"
@@ -88,11 +90,14 @@ PACKAGE_SCRIPT: Final = (
     "default_handler_path\n"
     "from modelloop_trainer.storage import fetch, parse_uri\n"
     "uri, store, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]\n"
+    "batch, workers, delay, timeout = (int(x) for x in sys.argv[4:8])\n"
     "handler = default_handler_path()\n"
     "if handler is None:\n"
     "    sys.exit('modelloop_server is not installed: cannot package ' + uri)\n"
     "mar = build_archive(artifact_dir=fetch(parse_uri(uri)), handler=handler, name=name,\n"
-    "                    version='1.0', serving=ServingConfig(), export_dir=store)\n"
+    "                    version='1.0', export_dir=store, serving=ServingConfig(\n"
+    "                        batch_size=batch, workers=workers, max_batch_delay_ms=delay,\n"
+    "                        response_timeout_s=timeout))\n"
     "print(f'packaged {uri} -> {mar}')\n"
 )
 # Renders the pod's own config (pod IP instead of 0.0.0.0; IPv6 in brackets) and becomes
@@ -129,6 +134,8 @@ class ServingContext:
     owner: Owner
     spec: ModelDeploymentSpec
     default_image: str
+    init_image: str
+    """The trainer image, for the init containers that fetch or package the model."""
     default_cpu: str
     default_memory: str
 
@@ -222,7 +229,7 @@ def _init_container(*, ctx: ServingContext, name: str, args: list[str],
                     mounts: list[dict[str, Any]], extra_env: Mapping[str, str]) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": name,
-        "image": image_of(ctx),
+        "image": ctx.init_image,
         "command": ["python", "-c"],
         "args": args,
         "env": [{"name": "HOME", "value": TMP_DIR}, {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -280,8 +287,11 @@ def model_layout(*, ctx: ServingContext, model: ModelRef) -> ModelLayout:
         mounts.append({"name": "model-source", "mountPath": f"{PVC_ROOT}/{source_claim}",
                        "readOnly": True})
         env["MODELLOOP_PVC_ROOT"] = PVC_ROOT
+    server = ctx.spec.server
+    tuning = [str(v) for v in (server.batch_size, server.workers, server.max_batch_delay_ms,
+                               server.response_timeout_seconds)]
     init = _init_container(ctx=ctx, name="package-model",
-                           args=[PACKAGE_SCRIPT, uri, MODEL_STORE, name],
+                           args=[PACKAGE_SCRIPT, uri, MODEL_STORE, name, *tuning],
                            mounts=mounts, extra_env=env)
     return ModelLayout(model_store=MODEL_STORE, mar_file=f"{name}.mar", model_name=name,
                        volumes=tuple(volumes), server_mounts=(store_mount,),

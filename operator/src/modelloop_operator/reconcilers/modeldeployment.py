@@ -156,6 +156,7 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
     owner = Owner(api_version=API_VERSION, kind=KIND, name=name, namespace=namespace,
                   uid=meta["uid"])
     ctx = ServingContext(owner=owner, spec=spec, default_image=runtime.config.server_image,
+                         init_image=runtime.config.trainer_image,
                          default_cpu=runtime.config.default_cpu,
                          default_memory=runtime.config.default_memory)
     source = resolve_served_model(source=spec.model,
