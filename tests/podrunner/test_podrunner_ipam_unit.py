@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
 
-from tests.harness.podrunner.ipam import LoopbackPool, PoolExhaustedError, random_pod_cidr
+from tests.harness.podrunner.ipam import (
+    LoopbackPool,
+    PoolExhaustedError,
+    random_pod_cidr,
+    random_routed_cidr,
+)
 
 
 def test_allocation_skips_dot_one_and_reuses_last() -> None:
@@ -36,7 +42,10 @@ def test_address_with_a_listener_is_skipped() -> None:
         assert pool.allocate() == "127.77.5.3"
 
 
-def test_only_ipv4_loopback_networks() -> None:
+def test_only_ipv4_loopback_networks_unless_routed() -> None:
     with pytest.raises(ValueError, match="loopback"):
         LoopbackPool("10.0.0.0/24")
     assert LoopbackPool(random_pod_cidr()).allocate().startswith("127.")
+    routed = random_routed_cidr()
+    assert ipaddress.IPv4Network(routed).subnet_of(ipaddress.IPv4Network("198.18.0.0/15"))
+    assert LoopbackPool(routed, routed=True).allocate().startswith("198.1")
