@@ -18,6 +18,7 @@ from modelloop_operator.reconcilers.optimizationjob import (
     OPTIMIZATION,
     accepted_message,
     inputs_for,
+    lost_source,
     optimization_status,
     parse_report,
     references_training_job,
@@ -255,3 +256,18 @@ class TestStatus:
         assert failed.reason == "SourceFailed"
         accepted = get_condition(status.conditions, "Accepted")
         assert accepted is not None and accepted.status.value == "False"
+
+
+class TestLostSource:
+    def test_a_source_deleted_after_the_start_fails_and_stops_the_job(self) -> None:
+        missing = resolve_optimization_source(spec=optimization_spec(), training_job=None)
+        record = RunRecord(phase=JobPhase.RUNNING, attempt=2, start_time=NOW)
+        lost = lost_source(missing, record=record)
+        assert (lost.state, lost.reason) == (SourceState.FAILED, SourceReason.FAILED)
+        assert "attempt 2" in lost.message
+        decision = source_decision(record=record, source=lost, now=NOW)
+        assert decision.terminal and decision.stop_job
+
+    def test_before_the_start_a_missing_source_is_only_waited_for(self) -> None:
+        missing = resolve_optimization_source(spec=optimization_spec(), training_job=None)
+        assert lost_source(missing, record=RunRecord()) is missing

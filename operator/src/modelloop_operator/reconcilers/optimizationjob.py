@@ -48,7 +48,7 @@ from .gangjob import GangKind, GangRequest, reconcile_gang, write_status
 from .observe import AttemptObservation, JobOutcome, PodOutcome
 from .runpolicy import RunDecision, RunRecord, run_conditions
 from .runtime import Runtime
-from .sources import Resolution, SourceState, resolve_optimization_source
+from .sources import Resolution, SourceReason, SourceState, resolve_optimization_source
 from .termination import parse_termination_message
 
 logger = logging.getLogger(__name__)
@@ -239,6 +239,16 @@ def source_decision(*, record: RunRecord, source: Resolution, now: datetime) -> 
     return replace(base, phase=JobPhase.PENDING)
 
 
+def lost_source(source: Resolution, *, record: RunRecord) -> Resolution:
+    """A source that vanished after an attempt started (a Succeeded TrainingJob never goes
+    back, so it was deleted) fails the job: the next attempt could not be built, and
+    waiting would leave a running Job unaccounted for."""
+    if source.state is not SourceState.WAITING or record.attempt == 0:
+        return source
+    return Resolution(SourceState.FAILED, SourceReason.FAILED,
+                      f"{source.message}; it was the source of attempt {record.attempt}")
+
+
 def waiting_status(*, old: OptimizationJobStatus, decision: RunDecision,
                    spec: OptimizationJobSpec, name: str, generation: int | None,
                    now: datetime) -> OptimizationJobStatus:
@@ -318,7 +328,8 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
         ref = spec.source.training_job_ref
         training_job = None if ref is None else await runtime.kube.get(
             resource=TRAINING_JOBS, namespace=meta["namespace"], name=ref.name)
-        source = resolve_optimization_source(spec=spec, training_job=training_job)
+        source = lost_source(resolve_optimization_source(spec=spec, training_job=training_job),
+                             record=record)
         if not source.ready:
             decision = source_decision(record=record, source=source, now=now)
             new = waiting_status(old=old, decision=decision, spec=spec, name=meta["name"],

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from ..api.common import DatasetSpec, Lineage, uri_scheme
+from ..api.common import DatasetSpec, Lineage
 from ..api.jobs import JobPhase
 from ..api.modeldeployment import DeploymentModelSource, ServedModel
 from ..api.optimizationjob import OptimizationJobSpec, OptimizationJobStatus
@@ -201,13 +201,3 @@ def resolve_served_model(*, source: DeploymentModelSource,
                          lineage=Lineage())
     return Resolution(SourceState.READY, "SourceReady", f"archive {uri}", served=served)
 
-
-def is_archive(uri: str) -> bool:
-    """Whether a served URI is a TorchServe archive (``.mar``) rather than a model
-    directory written by ``modelloop-train`` (which the pod packages itself)."""
-    return uri.rstrip("/").endswith(".mar")
-
-
-def needs_fetch(uri: str) -> bool:
-    """Whether the pod must download the model (remote storage) instead of mounting it."""
-    return uri_scheme(uri) not in ("file", "pvc")
