@@ -47,6 +47,19 @@ def test_root_mount_is_refused() -> None:
         PathMap().add("/", "/host")
 
 
+def test_whole_values_naming_a_parent_of_mounts_go_to_the_mirror_root() -> None:
+    mapping = PathMap(mirror_root="/pod/root")
+    mapping.add("/mnt/pvc/models", "/host/pv")
+    mapping.add("/etc/app", "/host/cfg")
+    assert mapping.rewrite("/mnt/pvc") == "/pod/root/mnt/pvc"
+    assert mapping.rewrite("/mnt/pvc/") == "/pod/root/mnt/pvc"
+    assert mapping.rewrite("--pvc-root=/mnt/pvc") == "--pvc-root=/pod/root/mnt/pvc"
+    assert mapping.rewrite("/mnt/pvc/other") == "/mnt/pvc/other"  # not a prefix rule
+    assert mapping.rewrite("/etc/ssl/certs") == "/etc/ssl/certs"
+    assert mapping.rewrite("cd /mnt/pvc") == "cd /mnt/pvc"  # whole values only
+    assert mapping.rewrite("/") == "/"
+
+
 def test_env_values_are_rewritten_but_names_are_not(path_map: PathMap) -> None:
     assert path_map.rewrite_env({"DATA": "/data/x", "PATH_LIKE": "/a:/data"}) == {
         "DATA": "/host/data/x", "PATH_LIKE": "/a:/host/data"}

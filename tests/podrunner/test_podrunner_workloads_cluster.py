@@ -168,8 +168,10 @@ def test_pvc_bound_to_a_local_dir_pv_is_writable(
                           "resources": {"requests": {"storage": "1Gi"}}}}
         script = ("echo weights > /mnt/pvc/models/model.bin && "
                   "cat $MODELLOOP_PVC_ROOT/models/model.bin > /dev/termination-log")
+        # As the operator's pods do: the claim at /mnt/pvc/<claim>, MODELLOOP_PVC_ROOT set.
         spec = bare_pod("writer", [sh("main", script, volumeMounts=[
-            {"name": "models", "mountPath": "/mnt/pvc/models"}])],
+            {"name": "models", "mountPath": "/mnt/pvc/models"}],
+            env=[{"name": "MODELLOOP_PVC_ROOT", "value": "/mnt/pvc"}])],
             volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}])
         apply(cluster, namespace, claim, spec)
         done = wait_phase(cluster, namespace, "writer", "Succeeded", "Failed", timeout=90)

@@ -160,9 +160,9 @@ class ContainerRunner:
                 "entry point registered with the runner")
         termination_path = self.spec.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
         self._dir.mkdir(parents=True, exist_ok=True)
-        path_map = container_path_map(self.spec, self._pod.volumes, pod_env, termination_path,
-                                      self.termination_file())
         root = self._dir / "root"
+        path_map = container_path_map(self.spec, self._pod.volumes, pod_env, termination_path,
+                                      self.termination_file(), root)
         build_mirror_root(root, path_map)
         (root / "mnt" / "pvc").mkdir(parents=True, exist_ok=True)
         tmp = self._pod.pod_dir / "tmp"

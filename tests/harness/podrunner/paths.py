@@ -13,10 +13,14 @@ in the container's command, args and env values before starting it:
 A mapped path matches only at a path boundary: preceded by the start, by `://`, or by a
 character that cannot be part of a path name (space, `=`, quote, ...), and followed by the
 end, `/` or such a character; so `/data` does not match inside `/database` or `/x/data`.
-Longer (nested) mount paths win. Paths a program *computes* at run time cannot be
-rewritten: programs should take paths from flags/env (as the trainer does) or from the
-mirror root (`MODELLOOP_CONTAINER_ROOT`, a directory of symlinks laid out like the
-container's mounts).
+Longer (nested) mount paths win.
+
+A value that names a *parent* of mount paths, such as `MODELLOOP_PVC_ROOT=/mnt/pvc` when
+claims are mounted at `/mnt/pvc/<claim>`, is rewritten to that directory inside the
+mirror root (a directory of symlinks laid out like the container's mounts), but only as a
+whole value (an env value, an argument, or the value of `--flag=value`): a general prefix
+rule would also rewrite `/etc/ssl` because a ConfigMap is mounted at `/etc/app`.
+Paths a program *computes* from hard-coded prefixes cannot be rewritten.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class PathMap:
     """An ordered map of container paths to host paths."""
 
     entries: dict[str, str] = field(default_factory=dict)
+    mirror_root: str | None = None
 
     def add(self, container_path: str, host_path: str) -> None:
         path = _normalise(container_path)
@@ -63,7 +68,26 @@ class PathMap:
         # Boundary after: end, '/', or a char that cannot continue a path component.
         return re.compile(rf"(?:(?<![\w.\-/~])|(?<=://))({alternatives})(?=$|[^\w.\-~])")
 
+    def _mirrored_parent(self, value: str) -> str | None:
+        """`<mirror root><value>` when value is exactly a strict parent of a mount path."""
+        if self.mirror_root is None or not value.startswith("/"):
+            return None
+        path = _normalise(value)
+        if path == "/" or path in self.entries:
+            return None
+        if any(entry.startswith(path + "/") for entry in self.entries):
+            return self.mirror_root + path
+        return None
+
     def rewrite(self, text: str) -> str:
+        mirrored = self._mirrored_parent(text)
+        if mirrored is not None:
+            return mirrored
+        flag, equals, value = text.partition("=")
+        if equals and flag.startswith("-"):
+            mirrored = self._mirrored_parent(value)
+            if mirrored is not None:
+                return f"{flag}={mirrored}"
         pattern = self._pattern()
         if pattern is None:
             return text

@@ -223,9 +223,10 @@ def container_path_map(
     env: Mapping[str, str],
     termination_container_path: str,
     termination_host_path: Path,
+    mirror_root: Path,
 ) -> PathMap:
     """Container mount paths (with subPath/subPathExpr) -> host paths, for one container."""
-    path_map = PathMap()
+    path_map = PathMap(mirror_root=str(mirror_root))
     for mount in container.get("volumeMounts") or []:
         base = volumes.get(mount["name"])
         if base is None:
