@@ -12,6 +12,7 @@ from typing import Any
 from tests.harness.podrunner.container import image_entrypoint
 from tests.harness.podrunner.events import EventRecorder
 from tests.harness.podrunner.ipam import LoopbackPool
+from tests.harness.podrunner.names import NameRegistry
 from tests.harness.podrunner.pod import PodWorker
 from tests.harness.podrunner.runner import RunnerOptions, build_settings
 from tests.podrunner.fakekube import FakeKube
@@ -38,8 +39,9 @@ class Harness:
                                 backoff_max=1.0)
         settings = build_settings(options, tmp_path)
         self.pool = LoopbackPool("127.78.1.0/24")
+        self.names = NameRegistry()
         self.worker = PodWorker(self.kube, settings, EventRecorder(self.kube, "local-0"),
-                                self.pool, pod)
+                                self.pool, pod, self.names)
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Harness:
@@ -162,6 +164,23 @@ async def test_active_deadline(tmp_path: Path) -> None:
     async with Harness(tmp_path, pod) as h:
         status = await h.until("Failed", phase_in("Failed"))
     assert status["reason"] == "DeadlineExceeded"
+
+
+async def test_pod_dns_names_wait_for_the_pod_then_become_its_ip(tmp_path: Path) -> None:
+    container = {"name": "main", "image": "x", "command": [
+        "sh", "-c", "echo $(MASTER) > /dev/termination-log"],
+        "env": [{"name": "MASTER", "value": "gang-0.gang.team-a.svc:29500"}]}
+    pod = make_pod("gang-1", [container], hostname="gang-1", subdomain="gang")
+    async with Harness(tmp_path, pod) as h:
+        status = await h.until("waiting for the name", lambda s: "gang-0.gang.team-a.svc" in
+                               s["containerStatuses"][0]["state"].get("waiting", {}).get(
+                                   "message", ""))
+        assert status["phase"] == "Pending"
+        h.names.register(NS, "gang", "gang-0", "127.78.1.200")
+        status = await h.until("Succeeded", phase_in("Succeeded", "Failed"))
+    assert status["containerStatuses"][0]["state"]["terminated"]["message"] == \
+        "127.78.1.200:29500\n"
+    assert h.names.lookup(NS, "gang", "gang-1") is None  # released with the pod
 
 
 def test_image_entrypoints() -> None:

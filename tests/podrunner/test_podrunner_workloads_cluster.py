@@ -154,6 +154,65 @@ def test_indexed_job_pinned_to_the_local_node_completes(
     assert messages == ["rank=0\n", "rank=1\n"]
 
 
+RENDEZVOUS = """
+import os, socket, time
+if os.environ["JOB_COMPLETION_INDEX"] == "0":
+    server = socket.create_server((os.environ["POD_IP"], 8000))
+    conn, _ = server.accept()
+    conn.sendall(b"hi from rank 0")
+    conn.close()
+else:
+    host = os.environ["MASTER_ADDR"]
+    for _ in range(150):
+        try:
+            conn = socket.create_connection((host, 8000), timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    message = conn.recv(100).decode()
+    with open(os.environ["MODELLOOP_TERMINATION_LOG"], "w") as log:
+        log.write(f"{message} via {host}")
+"""
+
+
+def test_gang_ranks_reach_rank_zero_by_its_pod_dns_name(
+        cluster: ControlPlane, namespace: str, pod_runner: PodRunner) -> None:
+    # As the operator's TrainingJobs do: torchrun --master_addr=<job>-0.<svc>.<ns>.svc.
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns"},
+               "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                        "selector": {"job-name": "dns"}}}
+    job = {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "dns"},
+        "spec": {
+            "completions": 2, "parallelism": 2, "completionMode": "Indexed", "backoffLimit": 0,
+            "template": {"spec": {
+                "nodeSelector": RUNNER_SELECTOR, "restartPolicy": "Never", "subdomain": "dns",
+                "containers": [{
+                    "name": "rank", "image": "trainer", "command": ["python", "-c", RENDEZVOUS],
+                    "env": [
+                        {"name": "MASTER_ADDR", "value": f"dns-0.dns.{namespace}.svc"},
+                        {"name": "POD_IP",
+                         "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    ],
+                }],
+            }},
+        },
+    }
+    apply(cluster, namespace, service, job)
+
+    def complete() -> bool:
+        status = cluster.api_get(f"/apis/batch/v1/namespaces/{namespace}/jobs/dns")["status"]
+        return any(c["type"] == "Complete" and c["status"] == "True"
+                   for c in status.get("conditions") or [])
+
+    wait_for("Job dns Complete", complete, timeout=90)
+    pods = cluster.api_get(f"/api/v1/namespaces/{namespace}/pods?labelSelector=job-name=dns")
+    by_index = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p
+                for p in pods["items"]}
+    rank0_ip = by_index["0"]["status"]["podIP"]
+    assert terminated(by_index["1"])["message"] == f"hi from rank 0 via {rank0_ip}"
+
+
 def test_pvc_bound_to_a_local_dir_pv_is_writable(
         cluster: ControlPlane, namespace: str, pod_runner: PodRunner, tmp_path: Path) -> None:
     host_dir = tmp_path / "pv-models"

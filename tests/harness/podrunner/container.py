@@ -9,6 +9,7 @@ kubelet does when it creates a new container. The runner exports to every contai
 - `MODELLOOP_PVC_ROOT`: `<root>/mnt/pvc` (the trainer's `pvc://claim/path` resolution);
 - `TMPDIR` (per pod), `HOSTNAME` (the pod's hostname), and a PATH that finds the project
   venv's entry points (`modelloop-train`, `torchrun`, `python`, ...).
+Pod DNS names in command, args and env are replaced by pod IPs (names.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .envvars import (
 )
 from .events import EventRecorder
 from .kube import KubeClient, ns_path
+from .names import NameRegistry, rewrite_pod_names
 from .paths import PathMap
 from .probes import ProbeKind, ProbeSpec, ProbeTracker
 from .probing import ProbeSetupError, run_probe
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 CONFIG_RETRY_S = 2.0
+NAME_WAIT_S = 60.0  # how long a container waits for pod names to resolve, as for DNS
+NAME_RETRY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class PodContext(Protocol):
     pod_dir: Path
     volumes: dict[str, Path]
     stopping: bool
+    names: NameRegistry
 
     def changed(self) -> None: ...
 
@@ -120,6 +125,7 @@ class ContainerRunner:
         self._backoff = Backoff(pod.settings.backoff_initial, pod.settings.backoff_max)
         self._warned_grpc = False
         self._last_run_s = 0.0
+        self._names_pending_since: float | None = None
 
     # --- preparing a start -------------------------------------------------------------
     async def _sources(self) -> Sources:
@@ -179,9 +185,30 @@ class ContainerRunner:
         })
         env.update(path_map.rewrite_env(pod_env))
         cwd = self._working_dir(path_map, root)
-        argv = path_map.rewrite_all(argv)
+        argv, env = self._resolve_names(path_map.rewrite_all(argv), env)
         executable = resolve_executable(argv[0], env["PATH"], cwd)
         return Launch(argv=argv, executable=executable, env=env, cwd=cwd, path_map=path_map)
+
+    def _resolve_names(self, argv: list[str], env: dict[str, str]
+                       ) -> tuple[list[str], dict[str, str]]:
+        unresolved: list[str] = []
+
+        def rewrite(text: str) -> str:
+            out, missing = rewrite_pod_names(text, self._pod.names.lookup)
+            unresolved.extend(missing)
+            return out
+
+        argv = [rewrite(part) for part in argv]
+        env = {name: rewrite(value) for name, value in env.items()}
+        if unresolved:
+            now = time.monotonic()
+            if self._names_pending_since is None:
+                self._names_pending_since = now
+            if now - self._names_pending_since < NAME_WAIT_S:
+                raise NamesPendingError(
+                    f"waiting for pod name(s) to resolve: {', '.join(sorted(set(unresolved)))}")
+        self._names_pending_since = None
+        return argv, env
 
     def _working_dir(self, path_map: PathMap, root: Path) -> str:
         working = self.spec.get("workingDir")
@@ -354,6 +381,12 @@ class ContainerRunner:
                 state = await self.run_instance()
             except _StoppedError:
                 break
+            except NamesPendingError as error:
+                if self.record.waiting_message != str(error):
+                    self.record.waiting_message = str(error)
+                    self._pod.changed()
+                await self._sleep(NAME_RETRY_S)
+                continue
             except (ContainerConfigError, VolumeError) as error:
                 reason = getattr(error, "reason", "CreateContainerConfigError")
                 if (self.record.waiting_reason, self.record.waiting_message) != (reason,
@@ -399,6 +432,10 @@ class ContainerRunner:
             self._pod.events.emit(self._pod.pod, "Killing", f"Stopping container {self.name}",
                                   container=self.name)
             await process.stop(grace)
+
+
+class NamesPendingError(Exception):
+    """A pod DNS name in the command does not resolve yet; the container waits."""
 
 
 class _StoppedError(Exception):

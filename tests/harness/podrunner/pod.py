@@ -21,6 +21,7 @@ from .envvars import PodRuntimeFields
 from .events import EventRecorder
 from .ipam import LoopbackPool
 from .kube import STRATEGIC_MERGE_PATCH, KubeClient, KubeError, ns_path
+from .names import NameRegistry
 from .status import ContainerRecord, PodView, build_status, compute_phase, now_rfc3339
 from .volumes import VolumeBuilder, VolumeError
 
@@ -51,8 +52,10 @@ class PodWorker:
         events: EventRecorder,
         pool: LoopbackPool,
         pod: Json,
+        names: NameRegistry,
     ) -> None:
         self.kube = kube
+        self.names = names
         self.settings = settings
         self.events = events
         self._pool = pool
@@ -233,9 +236,17 @@ class PodWorker:
             return
         self.pod_ip = self._pool.allocate()
         self._owns_ip = True
+        self.names.register(*self._dns_key(), self.pod_ip)
+
+    def _dns_key(self) -> tuple[str, str, str]:
+        """(namespace, subdomain, hostname): the pod's `<hostname>.<subdomain>.<ns>.svc`."""
+        spec = self.pod["spec"]
+        return (self.pod["metadata"]["namespace"], spec.get("subdomain", ""),
+                spec.get("hostname", ""))
 
     def _release_ip(self) -> None:
         if self._owns_ip:
+            self.names.unregister(*self._dns_key(), self.pod_ip)
             self._pool.release(self.pod_ip)
             self._owns_ip = False
 

@@ -23,6 +23,7 @@ from .container import RunnerSettings
 from .events import EventRecorder
 from .ipam import LocalRoute, LoopbackPool, random_pod_cidr, random_routed_cidr
 from .kube import KubeClient, KubeError
+from .names import NameRegistry
 from .node import NodeAgent, NodeConfig
 from .pod import PodWorker, pod_key
 
@@ -114,6 +115,7 @@ class AsyncPodRunner:
         self.route = LocalRoute(self.pod_cidr) if routed else None
         self.pool = LoopbackPool(self.pod_cidr, routed=routed)
         self.settings = build_settings(options, self.workdir)
+        self.names = NameRegistry()
         self._kube: KubeClient | None = None
         self._workers: dict[str, PodWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -195,7 +197,7 @@ class AsyncPodRunner:
         if worker is not None:
             worker.update(pod)
             return
-        worker = PodWorker(self.kube, self.settings, self.events, self.pool, pod)
+        worker = PodWorker(self.kube, self.settings, self.events, self.pool, pod, self.names)
         self._workers[uid] = worker
         task = asyncio.create_task(self._run_worker(worker), name=f"pod {pod_key(pod)}")
         self._tasks[uid] = task
