@@ -189,3 +189,15 @@ def test_liveness_probe_failure_restarts_the_container(
     wait_for("a liveness restart", restarted, timeout=60)
     status = pod(cluster, namespace, "live")["status"]["containerStatuses"][0]
     assert status["lastState"]["terminated"]["exitCode"] in (137, 143)
+
+
+def test_runner_recovers_after_an_api_server_restart(cluster: ControlPlane, namespace: str,
+                                                     pod_runner: PodRunner) -> None:
+    # The watch breaks and heartbeats fail while the API server is down; the runner must
+    # relist and keep going rather than crash or miss pods created afterwards.
+    cluster.restart_apiserver()
+    apply(cluster, namespace, bare_pod("after", [sh("main", "echo up > /dev/termination-log")]))
+    done = wait_phase(cluster, namespace, "after", "Succeeded", "Failed", timeout=90)
+    assert terminated(done)["message"] == "up\n"
+    node = cluster.api_get("/api/v1/nodes/local-0")
+    assert [c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready"] == ["True"]
