@@ -37,6 +37,16 @@ cluster-env: ## print export lines (KUBECONFIG, PATH) for the running local cont
 cluster-down: ## stop the local control plane and remove its work dir
 	$(PY) -m tests.harness.controlplane down --workdir $(CLUSTER_WORKDIR)
 
+# --- local pod runner: plays the kubelet of node local-0 (tests/harness/README-podrunner.md) ---
+.PHONY: pod-runner podrunner-test
+POD_RUNNER_ARGS ?=
+pod-runner: venv ## run pods on node local-0 as local processes (after cluster-up; Ctrl-C stops them)
+	$(PY) -m tests.harness.podrunner --kubeconfig $(or $(KUBECONFIG),$(CLUSTER_WORKDIR)/kubeconfig) \
+		--node local-0 --workdir .cache/podrunner $(POD_RUNNER_ARGS)
+
+podrunner-test: venv cluster-binaries ## pod runner tests: unit (~15 s) and on a local control plane (~1 min)
+	$(PY) -m pytest tests/podrunner $(PYTEST_ARGS)
+
 .PHONY: docs-reference
 crds: venv ## regenerate crds/, the chart's CRD templates and docs/reference/ from the API models
 	$(PY) -m modelloop_operator.crdgen
