@@ -82,7 +82,8 @@ async def test_paths_env_and_termination_message(tmp_path: Path) -> None:
         {"name": "data", "emptyDir": {}},
         {"name": "cfg", "configMap": {"name": "cfg"}},
     ])
-    cfg = {f"/api/v1/namespaces/{NS}/configmaps/cfg": {"data": {"k": "from-configmap"}}}
+    cfg = {f"/api/v1/namespaces/{NS}/configmaps/cfg": {"data": {
+        "k": "from-configmap", "config.properties": "model_store=/data/models\nx=/database\n"}}}
     async with Harness(tmp_path, pod, cfg) as h:
         status = await h.until("Succeeded", phase_in("Succeeded", "Failed"))
     state = status["containerStatuses"][0]["state"]["terminated"]
@@ -93,6 +94,9 @@ async def test_paths_env_and_termination_message(tmp_path: Path) -> None:
     out = (pod_dir / "volumes" / "data" / "out").read_text()
     assert out == f"hi {pod_dir / 'containers' / 'main' / 'termination-log'}\n"
     assert (root / "data").resolve() == (pod_dir / "volumes" / "data").resolve()
+    # Mount paths inside ConfigMap files point at the host directories too.
+    config = (pod_dir / "volumes" / "cfg" / "config.properties").read_text()
+    assert config == f"model_store={pod_dir / 'volumes' / 'data'}/models\nx=/database\n"
     assert status["podIP"].startswith("127.78.1.")
     assert h.worker.pod_ip not in h.pool.taken  # released when the pod ended
 

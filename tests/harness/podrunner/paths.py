@@ -79,6 +79,13 @@ class PathMap:
             return self.mirror_root + path
         return None
 
+    def rewrite_occurrences(self, text: str) -> str:
+        """Only the boundary-matched occurrences (for file contents, not single values)."""
+        pattern = self._pattern()
+        if pattern is None:
+            return text
+        return pattern.sub(lambda m: self.entries[m.group(1)], text)
+
     def rewrite(self, text: str) -> str:
         mirrored = self._mirrored_parent(text)
         if mirrored is not None:
@@ -88,10 +95,7 @@ class PathMap:
             mirrored = self._mirrored_parent(value)
             if mirrored is not None:
                 return f"{flag}={mirrored}"
-        pattern = self._pattern()
-        if pattern is None:
-            return text
-        return pattern.sub(lambda m: self.entries[m.group(1)], text)
+        return self.rewrite_occurrences(text)
 
     def rewrite_all(self, texts: Iterable[str]) -> list[str]:
         return [self.rewrite(text) for text in texts]

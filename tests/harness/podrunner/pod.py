@@ -23,7 +23,7 @@ from .ipam import LoopbackPool
 from .kube import STRATEGIC_MERGE_PATCH, KubeClient, KubeError, ns_path
 from .names import NameRegistry
 from .status import ContainerRecord, PodView, build_status, compute_phase, now_rfc3339
-from .volumes import VolumeBuilder, VolumeError
+from .volumes import VolumeBuilder, VolumeError, pod_mount_map, rewrite_config_files
 
 Json = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -255,9 +255,10 @@ class PodWorker:
         last_error = ""
         while True:
             try:
-                self.volumes = await VolumeBuilder(
-                    self.kube, self.pod, self.pod_dir, runtime, self.settings.node_allocatable
-                ).build_all()
+                builder = VolumeBuilder(
+                    self.kube, self.pod, self.pod_dir, runtime, self.settings.node_allocatable)
+                self.volumes = await builder.build_all()
+                rewrite_config_files(builder.config_dirs, pod_mount_map(self.pod, self.volumes))
                 break
             except (VolumeError, KubeError) as error:
                 message = str(error)

@@ -9,6 +9,10 @@
 - hostPath -> the path itself.
 The auto-injected `kube-api-access-*` volume never blocks a pod: if its token or CA cannot
 be fetched, the pod runs without them (local processes talk to the API via kubeconfig).
+
+Text files of configMap, secret and projected volumes get the same path rewriting as
+command lines (paths.py), with the pod's mount paths: a TorchServe `config.properties`
+saying `model_store=/mnt/models` must name the emptyDir that is mounted there.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class VolumeBuilder:
         self._allocatable = node_allocatable
         meta = pod["metadata"]
         self._namespace: str = meta["namespace"]
+        self.config_dirs: list[Path] = []
 
     async def build_all(self) -> dict[str, Path]:
         paths: dict[str, Path] = {}
@@ -115,6 +120,8 @@ class VolumeBuilder:
                 "defaultMode", default_mode))
         elif "projected" in volume:
             await self._projected(local, volume["projected"])
+        if "downwardAPI" not in volume:
+            self.config_dirs.append(local)
         else:
             kinds = sorted(set(volume) - {"name"})
             raise VolumeError(f"volume type {kinds} is not supported by the local runner")
@@ -215,6 +222,46 @@ def _host_path(source: Json) -> Path:
     elif kind == "Directory" and not path.is_dir():
         raise VolumeError(f"hostPath {path} is not a directory")
     return path
+
+
+def pod_mount_map(pod: Json, volumes: Mapping[str, Path]) -> PathMap:
+    """Mount paths of all the pod's containers; a path mounted differently is left out."""
+    spec = pod["spec"]
+    found: dict[str, str] = {}
+    ambiguous: set[str] = set()
+    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        for mount in container.get("volumeMounts") or []:
+            base = volumes.get(mount["name"])
+            if base is None or mount.get("subPathExpr"):
+                continue
+            host = str(base / mount["subPath"]) if mount.get("subPath") else str(base)
+            path = mount["mountPath"].rstrip("/") or "/"
+            if found.get(path, host) != host:
+                ambiguous.add(path)
+            found[path] = host
+    path_map = PathMap()
+    for path, host in found.items():
+        if path not in ambiguous and path != "/":
+            path_map.add(path, host)
+    return path_map
+
+
+def rewrite_config_files(directories: list[Path], path_map: PathMap) -> None:
+    """Rewrites mount paths inside the text files of the given volume directories."""
+    for directory in directories:
+        for file in directory.rglob("*"):
+            if file.is_symlink() or not file.is_file():
+                continue
+            try:
+                text = file.read_text("utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue  # binary data stays as it is
+            rewritten = path_map.rewrite_occurrences(text)
+            if rewritten != text:
+                mode = file.stat().st_mode & 0o7777
+                file.chmod(mode | 0o200)
+                file.write_text(rewritten, "utf-8")
+                file.chmod(mode)
 
 
 def container_path_map(
