@@ -214,6 +214,18 @@ class KubeClient:
             what=f"apply {resource.kind} {meta.get('namespace')}/{meta['name']}")
         return dict(result)
 
+    async def create(self, *, resource: Resource, manifest: Mapping[str, Any]) -> Object:
+        """Create-only (POST): :class:`ConflictError` with reason ``AlreadyExists`` when
+        the name is taken. For children whose fixed name is a claim (a retrain run), where
+        apply's create-or-update would hide that someone got there first."""
+        meta = manifest["metadata"]
+        result = await self._request(
+            "POST", resource.path(namespace=meta.get("namespace")),
+            query=[("fieldManager", self._field_manager)], body=dict(manifest),
+            content_type="application/json",
+            what=f"create {resource.kind} {meta.get('namespace')}/{meta['name']}")
+        return dict(result)
+
     async def merge_patch(self, *, resource: Resource, namespace: str | None, name: str,
                           patch: Mapping[str, Any], subresource: str | None = None) -> Object:
         """A JSON merge patch; with ``metadata.resourceVersion`` in ``patch`` it fails with

@@ -57,6 +57,7 @@ from .deployment_status import (
     serving_status,
 )
 from .gangjob import controlled_by
+from .monitoring import canary_verdict, loop_status, post_loop_events, run_loop
 from .rollout import (
     RolloutInputs,
     RolloutPhase,
@@ -167,14 +168,21 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
     canary_obj = await kube.get(resource=DEPLOYMENTS, namespace=namespace,
                                 name=deployment_name(name=name, track=Track.CANARY))
     stable_seen, canary_seen = observe_deployment(stable_obj), observe_deployment(canary_obj)
+    # Monitoring and retraining (reconcilers/monitoring.py): a promoted retrain is served
+    # instead of spec.model until the spec's model changes.
+    loop = await run_loop(kube=kube, owner=owner, spec=spec, old=old,
+                          annotations=meta.get("annotations") or {}, now=now)
 
     steps = spec.rollout.canary.steps if spec.rollout.canary is not None else []
     state = from_status(active=old.active_model, rollout=old.rollout, steps=steps)
+    verdict, verdict_reason = await canary_verdict(spec=spec, state=state, owner=owner, now=now)
     analysis = bool(spec.rollout.canary is not None and spec.rollout.canary.analysis
                     and spec.monitoring is not None)
-    inputs = RolloutInputs(desired=source.served, strategy=spec.rollout.strategy,
+    inputs = RolloutInputs(desired=loop.promoted or source.served,
+                           strategy=spec.rollout.strategy,
                            canary=spec.rollout.canary, analysis=analysis,
-                           approved=approved_step(meta.get("annotations") or {}))
+                           approved=approved_step(meta.get("annotations") or {}),
+                           verdict=verdict, verdict_reason=verdict_reason)
     if state.phase is RolloutPhase.PROMOTING and state.canary is not None:
         promoted = (stable_seen.model_uri == state.canary.archive_uri
                     and stable_seen.rolled_out)
@@ -191,7 +199,9 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
         url=service_url(name=name, namespace=namespace),
         rollout=to_status(state, strategy=spec.rollout.strategy, steps=steps))
     new = serving_status(old=old, obs=obs, generation=generation, now=now)
+    new = loop_status(new, old=old, loop=loop, spec=spec, generation=generation, now=now)
     await _write_status(kube=kube, obj=obj, old=old, new=new)
+    await post_loop_events(kube, involved=obj, events=loop.events)
     return new.phase.value if new.phase else "Pending"
 
 

@@ -156,6 +156,8 @@ class RolloutInputs:
     """Whether analysis gates the steps (canary.analysis and spec.monitoring set)."""
     approved: int | None = None
     verdict: Verdict | None = None
+    verdict_reason: str = ""
+    """Why a failing verdict failed (the rollback message)."""
 
 
 def decide_rollout(state: RolloutState, *, inputs: RolloutInputs, now: datetime
@@ -184,7 +186,8 @@ def decide_rollout(state: RolloutState, *, inputs: RolloutInputs, now: datetime
     if state.phase is not RolloutPhase.PROGRESSING:
         return state  # Promoting finishes on its own; RolledBack waits for a new model
     if inputs.verdict is not None:
-        decided = apply_verdict(state, verdict=inputs.verdict, steps=steps, now=now)
+        decided = apply_verdict(state, verdict=inputs.verdict, steps=steps, now=now,
+                                reason=inputs.verdict_reason)
         if decided is not state:
             return decided
     if inputs.approved is not None and inputs.approved >= (state.step or 0):

@@ -1,0 +1,243 @@
+"""The monitoring half of a ModelDeployment reconcile: evaluate the checks on Prometheus
+when an interval has passed, drive the retrains, judge a canary's step, and fold all of it
+into the status the serving half computed.
+
+The ModelDeployment reconciler calls three things, in this order:
+
+1. :func:`run_loop` before deciding the rollout: analysis (when due), retrains, and the
+   model a promotion serves (``LoopOutcome.promoted``, used instead of ``spec.model``);
+2. :func:`canary_verdict` for the rollout seam (:func:`.rollout.apply_verdict`): each
+   canary step is held ``canary.interval``, then the canary pods' checks pass (advance),
+   fail (roll back; stable keeps serving) or are inconclusive (hold and ask again);
+3. :func:`loop_status` on the computed status: ``analysis``, ``retrain``,
+   ``candidateModel``, and the ``Degraded`` / ``Retraining`` conditions.
+
+Evaluations are paced by ``status.analysis.time`` (so a restart does not re-evaluate early)
+and happen on the reconcile timer, so their real period is ``interval`` rounded up to the
+operator's resync period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from ..api.common import ConditionStatus, parse_duration
+from ..api.modeldeployment import (
+    ModelDeploymentPhase,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    ServedModel,
+)
+from ..api.monitoring import AnalysisStatus, CheckResult, MonitoringSpec, RetrainOutcome
+from ..builders.job import Owner
+from ..builders.serving import Track, deployment_name
+from ..kube import KubeClient
+from ..monitor.analysis import (
+    Observation,
+    analysis_due,
+    degraded_message,
+    evaluate_checks,
+    is_degraded,
+    next_analysis,
+    overall_result,
+    summary,
+)
+from ..monitor.builtin_checks import CheckQuery, check_queries, pod_selector
+from ..prometheus import PrometheusClient, PrometheusError
+from ..status import ConditionType, get_condition, set_condition
+from .retrain import LoopEvent, RetrainProgress, drive_retrains
+from .rollout import RolloutPhase, RolloutState, Verdict, step_due
+
+RETRAINING: Final = "Retraining"
+"""Condition type: a retrain is in flight (or waiting for approval)."""
+
+
+class LoopReason:
+    """Reasons of the conditions and Events this module writes."""
+
+    ANALYSIS_FAILED: Final = "AnalysisFailed"
+    ANALYSIS_RECOVERED: Final = "AnalysisRecovered"
+    ANALYSIS_INCONCLUSIVE: Final = "AnalysisInconclusive"
+    RETRAIN_RUNNING: Final = "RetrainRunning"
+    AWAITING_PROMOTION: Final = "AwaitingPromotion"
+    IDLE: Final = "Idle"
+
+
+@dataclass(frozen=True)
+class LoopOutcome:
+    """What the monitoring loop decided in one pass."""
+
+    analysis: AnalysisStatus | None
+    retrain: RetrainProgress
+    degraded: bool
+    events: tuple[LoopEvent, ...] = field(default_factory=tuple)
+
+    @property
+    def promoted(self) -> ServedModel | None:
+        """The model to serve instead of ``spec.model`` (after a promotion)."""
+        return self.retrain.promoted
+
+
+async def observe_checks(url: str, checks: Sequence[CheckQuery]) -> dict[str, Observation]:
+    """Ask Prometheus every check's value and sample count. Once the server is found
+    unreachable, the remaining checks get the same error instead of waiting on it again."""
+    out: dict[str, Observation] = {}
+    async with PrometheusClient.open(url) as prometheus:
+        unreachable = ""
+        for check in checks:
+            if unreachable:
+                out[check.name] = Observation(error=unreachable)
+                continue
+            try:
+                out[check.name] = Observation(
+                    value=await prometheus.value(check.query),
+                    samples=await prometheus.value(check.samples_query))
+            except PrometheusError as exc:
+                out[check.name] = Observation(error=str(exc))
+                if "unreachable" in str(exc):
+                    unreachable = str(exc)
+    return out
+
+
+async def evaluate(monitoring: MonitoringSpec, *, selector: str,
+                   old: AnalysisStatus | None, now: datetime) -> AnalysisStatus:
+    """One evaluation of every check over the pods ``selector`` picks."""
+    queries = check_queries(monitoring, selector=selector)
+    observed = await observe_checks(str(monitoring.prometheus_url), queries)
+    return next_analysis(old, checks=evaluate_checks(queries, observed, spec=monitoring),
+                         now=now)
+
+
+def _analysis_events(old: AnalysisStatus | None, new: AnalysisStatus, *,
+                     failure_limit: int) -> list[LoopEvent]:
+    """Events when the result or the Degraded verdict changes (not every evaluation)."""
+    events = []
+    before = old.result if old is not None else None
+    if new.result is not before:
+        reason = {CheckResult.UNHEALTHY: LoopReason.ANALYSIS_FAILED,
+                  CheckResult.HEALTHY: LoopReason.ANALYSIS_RECOVERED}.get(
+            new.result or CheckResult.INCONCLUSIVE, LoopReason.ANALYSIS_INCONCLUSIVE)
+        warning = new.result is not CheckResult.HEALTHY
+        events.append(LoopEvent("Warning" if warning else "Normal", reason, summary(new)))
+    was = is_degraded(old, failure_limit=failure_limit)
+    now_degraded = is_degraded(new, failure_limit=failure_limit)
+    if now_degraded and not was:
+        events.append(LoopEvent("Warning", "Degraded", degraded_message(new)))
+    return events
+
+
+async def run_loop(*, kube: KubeClient, owner: Owner, spec: ModelDeploymentSpec,
+                   old: ModelDeploymentStatus, annotations: Mapping[str, str],
+                   now: datetime) -> LoopOutcome:
+    """Analysis (when due) and retrains, for one reconcile of a ModelDeployment."""
+    monitoring = spec.monitoring
+    analysis: AnalysisStatus | None = None
+    events: list[LoopEvent] = []
+    degraded = False
+    if monitoring is not None:
+        analysis = old.analysis
+        if analysis_due(analysis, interval=parse_duration(monitoring.interval), now=now):
+            selector = pod_selector(namespace=owner.namespace,
+                                    deployment=deployment_name(name=owner.name,
+                                                               track=Track.STABLE))
+            analysis = await evaluate(monitoring, selector=selector, old=old.analysis, now=now)
+            events += _analysis_events(old.analysis, analysis,
+                                       failure_limit=monitoring.failure_limit)
+        degraded = is_degraded(analysis, failure_limit=monitoring.failure_limit)
+    progress = await drive_retrains(kube=kube, owner=owner, spec=spec, old=old.retrain,
+                                    analysis=analysis, degraded=degraded,
+                                    annotations=annotations, active=old.active_model, now=now)
+    return LoopOutcome(analysis=analysis, retrain=progress, degraded=degraded,
+                       events=(*events, *progress.events))
+
+
+async def canary_verdict(*, spec: ModelDeploymentSpec, state: RolloutState, owner: Owner,
+                         now: datetime) -> tuple[Verdict | None, str]:
+    """The analysis verdict on the canary's current step, once it has been held for
+    ``canary.interval``; (None, "") while it is not due or analysis is off."""
+    canary, monitoring = spec.rollout.canary, spec.monitoring
+    if (canary is None or not canary.analysis or monitoring is None
+            or state.phase is not RolloutPhase.PROGRESSING
+            or not step_due(state, interval=parse_duration(canary.interval), now=now)):
+        return None, ""
+    selector = pod_selector(namespace=owner.namespace,
+                            deployment=deployment_name(name=owner.name, track=Track.CANARY))
+    checks = (await evaluate(monitoring, selector=selector, old=None, now=now)).checks
+    result = overall_result(checks)
+    if result is CheckResult.UNHEALTHY:
+        failing = "; ".join(f"{c.name}: {c.message}" for c in checks
+                            if c.result is CheckResult.UNHEALTHY)
+        return Verdict.FAIL, f"canary checks failed: {failing}"
+    if result is CheckResult.HEALTHY:
+        return Verdict.PASS, ""
+    return Verdict.INCONCLUSIVE, ""
+
+
+def _keep_transition(conditions: list[Any], *, old: ModelDeploymentStatus, type_: str,
+                     status: bool, reason: str, message: str, generation: int | None,
+                     now: datetime) -> list[Any]:
+    """Set a condition judged against the *previous* status, so its lastTransitionTime
+    survives the serving half having recomputed it this pass."""
+    decided = get_condition(set_condition(old.conditions, type_=type_, status=status,
+                                          reason=reason, message=message,
+                                          observed_generation=generation, now=now), type_)
+    assert decided is not None
+    return sorted([c for c in conditions if c.type != type_] + [decided], key=lambda c: c.type)
+
+
+def loop_status(new: ModelDeploymentStatus, *, old: ModelDeploymentStatus, loop: LoopOutcome,
+                spec: ModelDeploymentSpec, generation: int | None,
+                now: datetime) -> ModelDeploymentStatus:
+    """The serving status with the loop's fields and conditions folded in (pure)."""
+    conditions = list(new.conditions)
+    phase, messages = new.phase, [new.message] if new.message else []
+    serving_degraded = get_condition(new.conditions, ConditionType.DEGRADED)
+    if loop.degraded and loop.analysis is not None and (
+            serving_degraded is None or serving_degraded.status is not ConditionStatus.TRUE):
+        message = degraded_message(loop.analysis)
+        conditions = _keep_transition(conditions, old=old, type_=ConditionType.DEGRADED,
+                                      status=True, reason=LoopReason.ANALYSIS_FAILED,
+                                      message=message, generation=generation, now=now)
+        if phase in (ModelDeploymentPhase.READY, ModelDeploymentPhase.PROGRESSING):
+            phase = ModelDeploymentPhase.DEGRADED
+        messages.append(message)
+    retrain = loop.retrain.status
+    if spec.retrain is not None or (retrain is not None and retrain.history):
+        conditions = set_condition(conditions, type_=RETRAINING,
+                                   observed_generation=generation, now=now,
+                                   **_retraining(loop))
+    return new.model_copy(update={
+        "analysis": loop.analysis, "retrain": retrain, "candidate_model": loop.retrain.candidate,
+        "conditions": conditions, "phase": phase, "message": "; ".join(messages)[:32768]})
+
+
+def _retraining(loop: LoopOutcome) -> dict[str, Any]:
+    retrain = loop.retrain.status
+    history = retrain.history if retrain is not None else []
+    awaiting = [r for r in history if r.outcome is RetrainOutcome.AWAITING_PROMOTION]
+    running = [r for r in history if r.outcome is RetrainOutcome.RUNNING]
+    if running:
+        return {"status": True, "reason": LoopReason.RETRAIN_RUNNING,
+                "message": "; ".join(f"{r.training_job}: {r.message}" for r in running)}
+    if awaiting:
+        return {"status": True, "reason": LoopReason.AWAITING_PROMOTION,
+                "message": awaiting[0].message}
+    refusal = loop.retrain.refusal
+    if loop.degraded and refusal is not None:
+        return {"status": False, "reason": refusal.reason, "message": refusal.message}
+    last = history[0] if history else None
+    return {"status": False, "reason": f"Retrain{last.outcome.value}" if last else LoopReason.IDLE,
+            "message": f"{last.training_job}: {last.message}" if last else "no retrain yet"}
+
+
+async def post_loop_events(kube: KubeClient, *, involved: Mapping[str, Any],
+                           events: Sequence[LoopEvent]) -> None:
+    """Post the loop's Events (after its status was written, so a retried pass whose
+    write conflicted does not announce twice)."""
+    for event in events:
+        await kube.post_event(involved=involved,
+                              type_="Warning" if event.type_ == "Warning" else "Normal",
+                              reason=event.reason, message=event.message)

@@ -1,0 +1,199 @@
+"""One automatic retrain, from TrainingJob to promotion, as pure decisions on snapshots of
+the jobs it created (the I/O is :mod:`.retrain`).
+
+A run's record (``status.retrain.history[]``) moves:
+
+* ``Running`` - the TrainingJob trains; once it Succeeded (so it passed its evaluation
+  gate) the OptimizationJob is created from the template, sourced from it; without an
+  OptimizationJob template the trained model itself is the candidate;
+* ``AwaitingPromotion`` - ``promotion: manual``: the candidate is in
+  ``status.candidateModel`` until a person approves it with the annotation
+  ``modelloop.dev/approve-promotion: <TrainingJob or OptimizationJob name>`` (metadata,
+  not spec, so Argo CD does not fight it);
+* ``Promoted`` - ``auto``, or approved: the deployment serves the candidate through its
+  rollout strategy, instead of ``spec.model``;
+* ``Failed`` / ``Rejected`` - a job failed, the optimization was not accepted, or
+  ``spec.model`` changed in Git since the run began (Git wins): the current model keeps
+  serving, and the cooldown still counts from the trigger.
+
+Which ``spec.model`` a run started from is written on its jobs (annotation
+``modelloop.dev/retrain-source``, a fingerprint), so a promotion never outlives a Git
+change of the model, even across operator restarts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from ..api.common import LocalObjectReference, RetrainTrigger
+from ..api.meta import API_VERSION
+from ..api.modeldeployment import DeploymentModelSource, ServedModel
+from ..api.monitoring import (
+    OptimizationJobTemplate,
+    Promotion,
+    RetrainOutcome,
+    RetrainRecord,
+    TrainingJobTemplate,
+)
+from ..builders import labels as lbl
+from ..builders.job import Owner, owner_reference
+from ..status import ConditionType
+from .sources import SourceState, resolve_served_model, resolve_training_job
+
+TRIGGERED_BY_ANNOTATION: Final = "modelloop.dev/triggered-by"
+"""The trigger (JSON ``RetrainTrigger``) the TrainingJob reconciler copies into its
+``status.lineage.triggeredBy``; the same key as there, spelled here so that this module
+stays pure (a test pins the two together)."""
+SOURCE_ANNOTATION: Final = "modelloop.dev/retrain-source"
+"""Fingerprint of the ``spec.model`` a run started from."""
+APPROVE_ANNOTATION: Final = "modelloop.dev/approve-promotion"
+"""On the ModelDeployment: the name of the run (TrainingJob or OptimizationJob) a person
+approves for promotion."""
+RETRAIN_COMPONENT: Final = "retrain"
+
+FINAL: Final = frozenset({RetrainOutcome.PROMOTED, RetrainOutcome.REJECTED,
+                          RetrainOutcome.FAILED})
+IN_FLIGHT: Final = frozenset({RetrainOutcome.RUNNING, RetrainOutcome.AWAITING_PROMOTION})
+
+
+def _with_run_name(uri: str, name: str) -> str:
+    return f"{uri.rstrip('/')}/{name}"
+
+
+def _metadata(*, owner: Owner, name: str, labels: Mapping[str, str],
+              annotations: Mapping[str, str], fingerprint: str) -> dict[str, Any]:
+    return {
+        "name": name, "namespace": owner.namespace,
+        "labels": {**labels, lbl.MANAGED_BY: lbl.MANAGED_BY_VALUE, lbl.PART_OF: "modelloop",
+                   lbl.COMPONENT: RETRAIN_COMPONENT, lbl.MODEL_DEPLOYMENT: owner.name},
+        "annotations": {**annotations, SOURCE_ANNOTATION: fingerprint},
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def build_training_job(*, owner: Owner, template: TrainingJobTemplate, name: str,
+                       trigger: RetrainTrigger, fingerprint: str) -> dict[str, Any]:
+    """The TrainingJob of a run: the template, its output under ``<uri>/<name>`` so runs
+    never overwrite each other, owned by and labelled with the deployment, and the trigger
+    (failed checks and values) for its lineage."""
+    spec = template.spec.model_dump(mode="json", exclude_none=True)
+    spec["output"]["uri"] = _with_run_name(spec["output"]["uri"], name)
+    annotations = {**template.metadata.annotations,
+                   TRIGGERED_BY_ANNOTATION: trigger.model_dump_json(exclude_none=True)}
+    return {"apiVersion": API_VERSION, "kind": "TrainingJob",
+            "metadata": _metadata(owner=owner, name=name, labels=template.metadata.labels,
+                                  annotations=annotations, fingerprint=fingerprint),
+            "spec": spec}
+
+
+def build_optimization_job(*, owner: Owner, template: OptimizationJobTemplate, name: str,
+                           training_job: str, fingerprint: str) -> dict[str, Any]:
+    """The OptimizationJob of a run, sourced from its TrainingJob."""
+    spec = template.spec.model_dump(mode="json", exclude_none=True)
+    spec["output"]["uri"] = _with_run_name(spec["output"]["uri"], name)
+    spec["source"] = {"trainingJobRef": {"name": training_job}}
+    return {"apiVersion": API_VERSION, "kind": "OptimizationJob",
+            "metadata": _metadata(owner=owner, name=name, labels=template.metadata.labels,
+                                  annotations=template.metadata.annotations,
+                                  fingerprint=fingerprint),
+            "spec": spec}
+
+
+def trigger_of(obj: Mapping[str, Any]) -> RetrainTrigger | None:
+    """The trigger written on a run's TrainingJob (to adopt a run status never recorded)."""
+    raw = (obj.get("metadata", {}).get("annotations") or {}).get(TRIGGERED_BY_ANNOTATION)
+    try:
+        return RetrainTrigger.model_validate(json.loads(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def fingerprint_of(obj: Mapping[str, Any] | None) -> str | None:
+    """The ``spec.model`` fingerprint a run's job carries."""
+    if obj is None:
+        return None
+    return (obj.get("metadata", {}).get("annotations") or {}).get(SOURCE_ANNOTATION)
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """The record after one look, and what to do for it."""
+
+    record: RetrainRecord
+    create_optimization: bool = False
+    candidate: ServedModel | None = None
+
+
+def _end(record: RetrainRecord, outcome: RetrainOutcome, message: str,
+         now: datetime) -> RunStep:
+    return RunStep(record.model_copy(update={"outcome": outcome, "finished_at": now,
+                                             "message": message[:1024]}))
+
+
+def _rejected(optimization_job: Mapping[str, Any] | None) -> bool:
+    """Whether the OptimizationJob ran and its report was not accepted (as opposed to
+    failing to run)."""
+    conditions = (optimization_job or {}).get("status", {}).get("conditions") or []
+    return any(c.get("type") == ConditionType.ACCEPTED and c.get("status") == "False"
+               for c in conditions)
+
+
+def served_by_run(record: RetrainRecord, *, training_job: Mapping[str, Any] | None,
+                  optimization_job: Mapping[str, Any] | None) -> tuple[SourceState,
+                                                                       str, ServedModel | None]:
+    """The model a run produced: through its OptimizationJob when it has one, else its
+    TrainingJob's own output."""
+    if record.optimization_job is not None:
+        source = DeploymentModelSource(
+            optimization_job_ref=LocalObjectReference(name=record.optimization_job))
+        found = resolve_served_model(source=source, referenced=optimization_job)
+    else:
+        source = DeploymentModelSource(
+            training_job_ref=LocalObjectReference(name=record.training_job))
+        found = resolve_served_model(source=source, referenced=training_job)
+    return found.state, found.message, found.served
+
+
+def advance_run(record: RetrainRecord, *, training_job: Mapping[str, Any] | None,
+                optimization_job: Mapping[str, Any] | None, optimize: bool,
+                promotion: Promotion, approved: str | None, current: bool,
+                now: datetime) -> RunStep:
+    """The next state of an unfinished run (finished ones are returned unchanged).
+    ``current``: the run started from today's ``spec.model``."""
+    if record.outcome in FINAL:
+        return RunStep(record)
+    if not current:
+        return _end(record, RetrainOutcome.REJECTED,
+                    "spec.model changed since this retrain began; the spec wins", now)
+    if training_job is None:
+        return _end(record, RetrainOutcome.FAILED,
+                    f"TrainingJob {record.training_job} was deleted", now)
+    trained = resolve_training_job(name=record.training_job, obj=training_job)
+    if trained.state is SourceState.FAILED:
+        return _end(record, RetrainOutcome.FAILED, trained.message, now)
+    if trained.state is SourceState.WAITING:
+        return RunStep(record)
+    if optimize and (record.optimization_job is None or optimization_job is None):
+        return RunStep(record, create_optimization=True)
+    state, message, served = served_by_run(record, training_job=training_job,
+                                           optimization_job=optimization_job)
+    if state is SourceState.FAILED:
+        rejected = _rejected(optimization_job)
+        return _end(record, RetrainOutcome.REJECTED if rejected else RetrainOutcome.FAILED,
+                    message, now)
+    if state is SourceState.WAITING or served is None:
+        return RunStep(record)
+    names = {record.training_job, record.optimization_job} - {None}
+    if promotion is Promotion.AUTO or (approved is not None and approved in names):
+        how = "automatic promotion" if promotion is Promotion.AUTO else f"approved ({approved})"
+        return RunStep(record.model_copy(update={
+            "outcome": RetrainOutcome.PROMOTED, "finished_at": now,
+            "message": f"{served.version} promoted: {how}"}), candidate=served)
+    return RunStep(record.model_copy(update={
+        "outcome": RetrainOutcome.AWAITING_PROMOTION,
+        "message": f"{served.version} is ready; approve it with the annotation "
+                   f"{APPROVE_ANNOTATION}: {served.version}"}), candidate=served)
