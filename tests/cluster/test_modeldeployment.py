@@ -178,9 +178,12 @@ def test_canary_steps_then_promotion(cluster: ControlPlane, namespace: str, kwok
     assert model_uri(get(cluster, namespace, "deployment", "bbc")) == V2
 
 
-def test_missing_then_unfinished_source_gives_a_clear_condition_not_a_crash(
+def test_serves_an_accepted_optimization_job_once_its_chain_has_run(
         cluster: ControlPlane, namespace: str, kwok_node: str,
         operator: RunningOperator) -> None:
+    """Missing, then unfinished sources are clear conditions (no crash loop, nothing
+    created); once TrainingJob and OptimizationJob have run, the archive is served with
+    its lineage."""
     apply(cluster, namespace, model_deployment("bbc", node=kwok_node,
                                                model={"optimizationJobRef": {"name": "opt"}}))
     st = wait_status(operator, cluster, namespace, "bbc", "SourceNotFound",
@@ -191,16 +194,42 @@ def test_missing_then_unfinished_source_gives_a_clear_condition_not_a_crash(
     assert get(cluster, namespace, "deployment", "bbc") is None
 
     # An OptimizationJob that cannot start (its TrainingJob is missing) is "not ready".
+    node = {"nodeSelector": {"kubernetes.io/hostname": kwok_node}}
+    quick = {"metadata": {"annotations": {"modelloop.dev/kwok-delay": "0s"}}}
     apply(cluster, namespace, {
         "apiVersion": "modelloop.dev/v1alpha1", "kind": "OptimizationJob",
         "metadata": {"name": "opt"},
-        "spec": {"source": {"trainingJobRef": {"name": "absent"}},
+        "spec": {"source": {"trainingJobRef": {"name": "train"}},
                  "techniques": [{"type": "quantization"}],
-                 "output": {"uri": "pvc://models/opt"}}})
+                 "packaging": {"archiveName": "bbc"},
+                 "output": {"uri": "file:///models/opt"}, "scheduling": node,
+                 "podTemplate": quick}})
     st = wait_status(operator, cluster, namespace, "bbc", "WaitingForSource",
                      lambda s: condition(s, "Ready").get("reason") == "WaitingForSource")
     assert "OptimizationJob opt" in condition(st, "Ready")["message"]
+    assert get(cluster, namespace, "deployment", "bbc") is None
     operator.check_running()
+
+    # The chain runs (kwok completes both jobs; no termination message: exit code 0
+    # alone means accepted, and the archive is where modelloop-optimize puts it).
+    apply(cluster, namespace, {
+        "apiVersion": "modelloop.dev/v1alpha1", "kind": "TrainingJob",
+        "metadata": {"name": "train"},
+        "spec": {"model": {"uri": "builtin://all-minilm-l6-v2"},
+                 "dataset": {"uri": "builtin://bbc-news"},
+                 "output": {"uri": "file:///models/train"}, "scheduling": node,
+                 "podTemplate": quick}})
+    st = wait_status(operator, cluster, namespace, "bbc", "serving the archive",
+                     ready_with("file:///models/opt/bbc.mar", 2), timeout=90)
+    active = st["activeModel"]
+    assert (active["version"], active["source"]) == ("opt", "OptimizationJob/opt")
+    assert active["lineage"]["trainingJob"] == "train"
+    assert active["lineage"]["optimizationJob"] == "opt"
+    assert active["lineage"]["dataset"] == "builtin://bbc-news"
+    dep = get(cluster, namespace, "deployment", "bbc")
+    assert dep is not None
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert labels["modelloop.dev/model-version"] == "opt"
 
 
 def test_the_storage_secret_name_never_reaches_status_events_or_logs(

@@ -51,3 +51,11 @@ def test_peering_when_named_standalone_otherwise() -> None:
     ha = configured(peering_name="modelloop", namespaces=("a",))
     assert not ha.peering.standalone and ha.peering.mandatory
     assert ha.peering.name == "modelloop" and not ha.peering.clusterwide
+
+
+def test_deleting_an_object_does_not_wait_a_minute_for_its_timer() -> None:
+    # kopf's default polls an exiting timer every 60 s, holding the object's finalizer
+    # (seen in tests/cluster/test_modeldeployment.py as a deletion taking over a minute).
+    background = configured().background
+    assert background.instant_exit_timeout is not None
+    assert background.cancellation_polling <= 5

@@ -61,5 +61,12 @@ def apply_kopf_settings(*, settings: kopf.OperatorSettings, config: OperatorConf
         settings.peering.mandatory = True
         settings.peering.clusterwide = config.clusterwide
 
+    # Deleting an object stops its resync timer; a timer caught mid-reconcile is checked
+    # again only after cancellation_polling (60 s by default), and the object waits on
+    # our finalizer all that time. A reconcile takes well under a second: wait for it
+    # briefly, then poll often.
+    settings.background.instant_exit_timeout = 5.0
+    settings.background.cancellation_polling = 2.0
+
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
