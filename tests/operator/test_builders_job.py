@@ -11,7 +11,9 @@ from modelloop_operator.builders.job import (
     build_job,
     build_rendezvous_service,
     job_name,
+    manifest_hash,
     master_address,
+    with_manifest_hash,
 )
 from modelloop_operator.errors import InvalidSpecError
 
@@ -261,3 +263,15 @@ class TestEnv:
                              suspend=False))
         assert env["JOB_COMPLETION_INDEX"] == {"fieldRef": {
             "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+
+
+class TestManifestHash:
+    def test_the_digest_follows_every_change_and_only_changes(self, owner: Owner) -> None:
+        template = training_template(owner, training_spec())
+        running = with_manifest_hash(build_job(template=template, attempt=1, suspend=False))
+        again = with_manifest_hash(build_job(template=template, attempt=1, suspend=False))
+        suspended = with_manifest_hash(build_job(template=template, attempt=1, suspend=True))
+        assert manifest_hash(running) == manifest_hash(again)
+        assert manifest_hash(running) != manifest_hash(suspended)
+        assert manifest_hash(with_manifest_hash(running)) == manifest_hash(running)
+        assert manifest_hash({"metadata": {}}) is None

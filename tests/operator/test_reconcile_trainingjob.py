@@ -86,8 +86,8 @@ async def test_reconciling_an_unchanged_job_writes_no_status(runtime: Runtime,
     await reconcile(runtime)
     kube.writes.clear()
     await reconcile(runtime)
-    assert ("patch/status", "trainingjobs", "bbc") not in kube.writes
-    assert ("apply", "services", "bbc") not in kube.writes  # unchanged: not rewritten
+    # Unchanged children are not rewritten either.
+    assert kube.writes == []
 
 
 async def test_a_failed_attempt_is_recorded_before_the_next_job_exists(
@@ -149,3 +149,18 @@ async def test_a_foreign_service_with_our_name_is_not_taken_over(
 async def test_a_deleted_object_is_left_alone(runtime: Runtime, kube: MemoryKube) -> None:
     await reconcile(runtime, name="missing")
     assert kube.writes == []
+
+
+async def test_a_suspend_change_is_applied_to_the_running_job(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    create(kube)
+    await reconcile(runtime)
+    tj = kube.stored(TRAINING_JOBS, NS, "bbc")
+    assert tj is not None
+    tj["spec"]["runPolicy"] = {"suspend": True}
+    kube.writes.clear()
+    await reconcile(runtime)
+    assert ("apply", "jobs", "bbc-a1") in kube.writes
+    job = kube.stored(JOBS, NS, "bbc-a1")
+    assert job is not None and job["spec"]["suspend"] is True
+    assert status(kube)["phase"] == "Suspended"

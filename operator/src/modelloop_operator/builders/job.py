@@ -19,6 +19,8 @@ Gang rules encoded here:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -33,6 +35,9 @@ TERMINATION_LOG: Final = "/dev/termination-log"
 RUN_AS: Final = 1000
 DNS_LABEL_MAX: Final = 63
 RENDEZVOUS_PORT_NAME: Final = "rendezvous"
+MANIFEST_HASH: Final = "modelloop.dev/manifest-hash"
+"""Annotation on an applied child: the digest of the manifest we applied, so an
+unchanged child is not re-applied on every reconcile."""
 
 
 @dataclass(frozen=True)
@@ -262,3 +267,25 @@ def build_rendezvous_service(*, template: GangJobTemplate) -> dict[str, Any]:
                        "targetPort": template.rendezvous_port, "protocol": "TCP"}],
         },
     }
+
+
+def with_manifest_hash(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """``manifest`` plus the :data:`MANIFEST_HASH` annotation: a digest of its canonical
+    JSON. A child whose annotation matches needs no apply; any change to what we would
+    write (suspend, labels, template) changes the digest."""
+    out = json.loads(json.dumps(manifest))
+    annotations = out["metadata"].get("annotations")
+    if annotations is not None:
+        annotations.pop(MANIFEST_HASH, None)
+        if not annotations:
+            del out["metadata"]["annotations"]
+    digest = hashlib.sha256(json.dumps(out, sort_keys=True).encode()).hexdigest()[:16]
+    out["metadata"].setdefault("annotations", {})[MANIFEST_HASH] = digest
+    return dict(out)
+
+
+def manifest_hash(obj: Mapping[str, Any]) -> str | None:
+    """The digest an object was applied with, if any."""
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    value = annotations.get(MANIFEST_HASH)
+    return value if isinstance(value, str) else None

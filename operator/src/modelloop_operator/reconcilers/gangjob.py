@@ -31,7 +31,9 @@ from ..builders.job import (
     build_job,
     build_rendezvous_service,
     job_name,
+    manifest_hash,
     service_name,
+    with_manifest_hash,
 )
 from ..errors import UnprocessableError, WaitingError
 from ..kube import JOBS, PODS, SERVICES, KubeClient, Object, Resource
@@ -167,9 +169,11 @@ async def _apply_service(*, kube: KubeClient, request: GangRequest, snapshot: Ga
 
 async def _apply_job(*, kube: KubeClient, request: GangRequest, snapshot: GangSnapshot,
                      decision: RunDecision, template: GangJobTemplate) -> None:
-    desired = build_job(template=template, attempt=decision.attempt,
-                        suspend=decision.suspend_job)
+    desired = with_manifest_hash(build_job(template=template, attempt=decision.attempt,
+                                           suspend=decision.suspend_job))
     name = desired["metadata"]["name"]
+    if snapshot.job is not None and manifest_hash(snapshot.job) == manifest_hash(desired):
+        return  # exactly what we applied last time: spare the API server a no-op apply
     if snapshot.job is None:
         existing = await kube.get(resource=JOBS, namespace=request.namespace, name=name)
         if existing is not None and not controlled_by(existing, request.uid):
