@@ -188,7 +188,8 @@ def test_degradation_retrains_once_optimizes_and_promotes(
     time.sleep(3)
     assert training_jobs(cluster, namespace) == ["news-rt-1"]
     reasons = events(cluster, namespace)
-    for reason in ("AnalysisFailed", "Degraded", "RetrainTriggered", "RetrainPromoted"):
+    for reason in ("AnalysisFailed", "FailureLimitReached", "Degraded", "RetrainTriggered",
+                   "RetrainPromoted"):
         assert reason in reasons
 
 

@@ -234,6 +234,7 @@ async def test_failure_limit_failures_degrade_with_values_and_recovery_clears(
     await reconcile(runtime)
     assert condition(kube, "Degraded")["lastTransitionTime"] == since
     assert ("Warning", "Degraded") in kube.events
+    assert ("Warning", "FailureLimitReached") in kube.events
     drift(metrics_source, prom, 0.04)
     clock.tick()
     await reconcile(runtime)

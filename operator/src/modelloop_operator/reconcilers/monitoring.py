@@ -61,6 +61,7 @@ class LoopReason:
     ANALYSIS_FAILED: Final = "AnalysisFailed"
     ANALYSIS_RECOVERED: Final = "AnalysisRecovered"
     ANALYSIS_INCONCLUSIVE: Final = "AnalysisInconclusive"
+    FAILURE_LIMIT_REACHED: Final = "FailureLimitReached"
     RETRAIN_RUNNING: Final = "RetrainRunning"
     AWAITING_PROMOTION: Final = "AwaitingPromotion"
     IDLE: Final = "Idle"
@@ -125,7 +126,8 @@ def _analysis_events(old: AnalysisStatus | None, new: AnalysisStatus, *,
     was = is_degraded(old, failure_limit=failure_limit)
     now_degraded = is_degraded(new, failure_limit=failure_limit)
     if now_degraded and not was:
-        events.append(LoopEvent("Warning", "Degraded", degraded_message(new)))
+        events.append(LoopEvent("Warning", LoopReason.FAILURE_LIMIT_REACHED,
+                                degraded_message(new)))
     return events
 
 
