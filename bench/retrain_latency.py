@@ -171,7 +171,7 @@ def main() -> int:
     latencies = [t["trainingJobSeconds"] for t in trials]
     floor = FAILURE_LIMIT * INTERVAL_SECONDS
     target = floor + 5
-    result = {
+    result: dict[str, Any] = {
         "benchmark": NAME,
         "settings": {"intervalSeconds": INTERVAL_SECONDS, "failureLimit": FAILURE_LIMIT,
                      "scrapeIntervalSeconds": 1, "operatorResyncSeconds": 1,

@@ -8,6 +8,7 @@ with whatever the exporter holds at that moment.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import json
 from collections.abc import Iterator, Mapping
@@ -64,7 +65,7 @@ class ClaimingKube(MemoryKube):
         found = await super().list(resource=resource, namespace=namespace, labels=labels)
         return [o for o in found if o["metadata"]["name"] not in self.hidden]
 
-    def created(self, resource: Resource) -> list[str]:
+    def created(self, resource: Resource) -> builtins.list[str]:
         return [name for verb, plural, name in self.writes
                 if verb == "create" and plural == resource.plural
                 and self.stored(resource, NS, name) is not None]
