@@ -1,0 +1,118 @@
+"""The quickstart loop for real: YAML -> trained model -> int8 archive -> TorchServe answers.
+
+One control plane, the pod runner as node `local-0` and the operator (tests/e2e/stack.py),
+the manifests of examples/quickstart/ with smaller training settings (loop.E2E). Nothing is
+simulated: the trainer, the optimizer and TorchServe run as the pods' processes, and the
+predictions come over HTTP from the pod's own address. Each transition the operator
+promises is asserted as it happens; at the end, no process of the run may survive.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.binaries import MissingBinariesError, locate
+
+from . import loop
+from .orphans import processes_using
+from .stack import Stack, start_stack
+
+# About 6 minutes on an idle 2-core machine; the limit leaves room for a loaded one.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(2400)]
+
+LABELS = ["business", "entertainment", "politics", "sports", "tech"]
+MIN_TRAINED_ACCURACY = 0.5
+"""The TrainingJob's own gate (evaluation.minScore) on its validation split."""
+MIN_SERVED_ACCURACY = 0.5
+"""On 20 held-out articles, 5 balanced topics: chance is 0.2."""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    try:
+        locate()
+    except MissingBinariesError as err:
+        if os.environ.get("MODELLOOP_REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"MODELLOOP_REQUIRE_CLUSTER=1 but {err}", pytrace=False)
+        pytest.skip(str(err))
+    running = start_stack(tmp_path_factory.mktemp("e2e"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_quickstart_trains_optimizes_serves_and_leaves_nothing_behind(stack: Stack) -> None:
+    started = time.monotonic()
+    durations: dict[str, float] = {}
+    settings = loop.E2E
+
+    # --- TrainingJob: Pending/Running -> Succeeded with metrics and a checksummed model --
+    phases: list[str] = []
+    stack.apply(loop.training_job(settings))
+    tj = loop.wait_phase(stack, "trainingjob", "quickstart", {"Succeeded"},
+                         timeout=settings.train_timeout,
+                         on_change=lambda obj: phases.append(loop.phase(obj)))
+    durations["train"] = time.monotonic() - started
+    assert "Running" in phases, f"never observed Running, phases: {phases}"
+    status = tj["status"]
+    assert status["metrics"]["accuracy"] >= MIN_TRAINED_ACCURACY, status["metrics"]
+    assert 0 < status["metrics"]["loss"] < 10, status["metrics"]
+    assert status["model"]["uri"] == "pvc://models/quickstart/v1"
+    assert status["model"]["checksum"].startswith("sha256:")
+    assert sorted(status["labels"]) == LABELS
+    assert (stack.models_dir / "quickstart" / "v1" / "model.safetensors").is_file()
+    assert (loop.condition(tj, "Succeeded") or {}).get("status") == "True", status
+
+    # --- OptimizationJob: int8, Accepted with a report, packaged as an archive ------------
+    stack.apply(loop.manifest("20-optimizationjob"))
+    oj = loop.wait_phase(stack, "optimizationjob", "quickstart-int8", {"Succeeded"},
+                         timeout=settings.optimize_timeout)
+    durations["optimize"] = time.monotonic() - started - durations["train"]
+    ostatus = oj["status"]
+    assert (loop.condition(oj, "Accepted") or {}).get("status") == "True", ostatus
+    report = ostatus["report"]
+    base, opt = report["baseline"], report["optimized"]
+    assert opt["sizeBytes"] < base["sizeBytes"], report
+    assert report["accuracyDrop"] <= 0.05, report
+    assert opt["accuracy"] >= MIN_TRAINED_ACCURACY - 0.05, report
+    archive = ostatus["archiveUri"]
+    assert archive.startswith("pvc://models/quickstart/v1-int8/") and archive.endswith(".mar")
+    assert (stack.models_dir / archive.removeprefix("pvc://models/")).is_file()
+
+    # --- ModelDeployment: Ready, serving the accepted archive, answering over HTTP --------
+    stack.apply(loop.manifest("30-modeldeployment"))
+    mdep = loop.wait_phase(stack, "modeldeployment", "quickstart", {"Ready"},
+                           timeout=settings.serve_timeout)
+    durations["serve"] = time.monotonic() - started - durations["train"] - durations["optimize"]
+    mstatus = mdep["status"]
+    assert mstatus["readyReplicas"] == 1, mstatus
+    assert mstatus["activeModel"]["archiveUri"] == archive, mstatus
+    address = loop.wait_serving_address(stack, "quickstart")
+    addresses = loop.serving_addresses(stack, "quickstart")
+    assert addresses == [address] and address.startswith("127."), addresses
+
+    held_out = loop.held_out_examples(per_class=4)
+    predictions = loop.predict(address, loop.model_name_of(archive), held_out.texts)
+    assert len(predictions) == len(held_out.texts) == 20
+    for prediction in predictions:
+        assert prediction["label"] in LABELS
+        assert sorted(prediction["scores"]) == LABELS
+        assert abs(sum(prediction["scores"].values()) - 1) < 1e-3
+    served = loop.accuracy(predictions, held_out.labels)
+    print(f"\ne2e: served accuracy {served:.2f} on 20 held-out articles; trained "
+          f"{status['metrics']['accuracy']:.3f}; int8 {opt['accuracy']:.3f}; durations "
+          + ", ".join(f"{k} {v:.0f}s" for k, v in durations.items())
+          + f"; bring-up {sum(stack.timings.values()):.0f}s")
+    assert served > MIN_SERVED_ACCURACY, [p["label"] for p in predictions]
+
+    # --- Teardown: nothing of this run may survive --------------------------------------
+    workdir = stack.workdir
+    stack.stop()
+    leftovers = processes_using(Path(workdir))
+    assert not leftovers, f"processes left behind: {leftovers}"
