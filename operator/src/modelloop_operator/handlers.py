@@ -291,11 +291,16 @@ def _register_model_source(*, registry: kopf.OperatorRegistry, kind: str,
                            resource: tuple[str, str, str]) -> None:
     @kopf.on.event(*resource, id=f"modeldeployment-source-{kind.lower()}", registry=registry)
     async def model_deployment_source(namespace: str | None, name: str | None,
-                                      memo: kopf.Memo, **_: Any) -> None:
+                                      labels: Mapping[str, str], memo: kopf.Memo,
+                                      **_: Any) -> None:
         if not namespace or not name:
             return
         runtime = _runtime(memo)
-        for found in await model_deployments_using(runtime.kube, namespace=namespace,
-                                                   kind=kind, name=name):
+        found = await model_deployments_using(runtime.kube, namespace=namespace, kind=kind,
+                                               name=name)
+        # A retrain's jobs carry their ModelDeployment's label: its loop moves on at once
+        # (optimize, promote) instead of at the next resync.
+        retrained = labels.get(MODEL_DEPLOYMENT)
+        for target in [*found, *([retrained] if retrained and retrained not in found else [])]:
             await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace,
-                           name=found, trigger="source")
+                           name=target, trigger="source")
