@@ -477,3 +477,42 @@ async def test_a_git_change_rejects_a_run_in_flight(
     record = status(kube)["retrain"]["history"][0]
     assert record["outcome"] == "Rejected"
     assert "spec.model changed" in record["message"]
+
+
+async def test_a_git_rollout_restarts_the_failure_count(
+        kube: ClaimingKube, runtime: Runtime, clock: Clock, prom: Any,
+        metrics_source: TestExporter) -> None:
+    drift(metrics_source, prom, 0.31)
+    kube.put(MODEL_DEPLOYMENTS, deployment(prom[0].url))
+    obj = kube.stored(MODEL_DEPLOYMENTS, NS, NAME)
+    assert obj is not None
+    obj["spec"]["monitoring"]["failureLimit"] = 3
+    await degrade(runtime, clock)
+    assert status(kube)["analysis"]["consecutiveFailures"] == 2
+    obj["spec"]["model"] = {"archiveUri": "file:///models/v2/model.mar"}
+    await degrade(runtime, clock, evaluations=1)
+    assert status(kube)["analysis"]["consecutiveFailures"] == 0
+    await degrade(runtime, clock, evaluations=2)  # v2 drifts too: counted from zero
+    assert status(kube)["analysis"]["consecutiveFailures"] == 2
+    assert condition(kube, "Degraded")["status"] == "False"
+    await degrade(runtime, clock, evaluations=1)
+    assert status(kube)["activeModel"]["archiveUri"] == "file:///models/v2/model.mar"
+    assert condition(kube, "Degraded")["status"] == "True"
+
+
+async def test_old_failures_do_not_retrain_without_fresh_evidence(
+        kube: ClaimingKube, runtime: Runtime, clock: Clock, prom: Any,
+        metrics_source: TestExporter) -> None:
+    drift(metrics_source, prom, 0.31)
+    kube.put(MODEL_DEPLOYMENTS, deployment(
+        prom[0].url, retrain=retrain_spec(cooldown="1s", optimizationJobTemplate=None)))
+    await degrade(runtime, clock)
+    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]
+    finish_training(kube, "bbc-rt-1", ok=False)
+    drift(metrics_source, prom, 0.31, samples=12)  # e.g. a restarted pod's empty window
+    await degrade(runtime, clock, evaluations=4)
+    assert condition(kube, "Degraded")["status"] == "True"  # Inconclusive keeps the count
+    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]
+    drift(metrics_source, prom, 0.31)
+    await degrade(runtime, clock, evaluations=1)
+    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1", "bbc-rt-2"]

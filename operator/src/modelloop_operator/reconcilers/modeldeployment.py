@@ -171,7 +171,8 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
     # Monitoring and retraining (reconcilers/monitoring.py): a promoted retrain is served
     # instead of spec.model until the spec's model changes.
     loop = await run_loop(kube=kube, owner=owner, spec=spec, old=old,
-                          annotations=meta.get("annotations") or {}, now=now)
+                          annotations=meta.get("annotations") or {},
+                          spec_model=source.served, now=now)
 
     steps = spec.rollout.canary.steps if spec.rollout.canary is not None else []
     state = from_status(active=old.active_model, rollout=old.rollout, steps=steps)

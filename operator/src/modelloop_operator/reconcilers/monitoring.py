@@ -49,7 +49,7 @@ from ..monitor.builtin_checks import CheckQuery, check_queries, pod_selector
 from ..prometheus import PrometheusClient, PrometheusError
 from ..status import ConditionType, get_condition, set_condition
 from .retrain import LoopEvent, RetrainProgress, drive_retrains
-from .rollout import RolloutPhase, RolloutState, Verdict, step_due
+from .rollout import RolloutPhase, RolloutState, Verdict, same_model, step_due
 
 RETRAINING: Final = "Retraining"
 """Condition type: a retrain is in flight (or waiting for approval)."""
@@ -131,10 +131,33 @@ def _analysis_events(old: AnalysisStatus | None, new: AnalysisStatus, *,
     return events
 
 
+def git_rollout_pending(*, spec_model: ServedModel | None,
+                        old: ModelDeploymentStatus) -> bool:
+    """Whether the spec asks for a model other than the one serving, and the one serving
+    is not a promoted retrain: a Git change of the model is on its way. Failures counted
+    against the model on its way out say nothing about the new one, so the count starts
+    over (and no retrain is triggered on the old model's account). With a rolling update
+    ``activeModel`` names the new model from the next pass on, so this is a one-time
+    restart; during a canary it holds until promotion, and the canary's own analysis
+    judges the new model meanwhile."""
+    active = old.active_model
+    if spec_model is None or active is None or same_model(spec_model, active):
+        return False
+    history = old.retrain.history if old.retrain is not None else []
+    return not any(r.outcome is RetrainOutcome.PROMOTED
+                   and active.version in (r.training_job, r.optimization_job)
+                   for r in history)
+
+
 async def run_loop(*, kube: KubeClient, owner: Owner, spec: ModelDeploymentSpec,
                    old: ModelDeploymentStatus, annotations: Mapping[str, str],
-                   now: datetime) -> LoopOutcome:
-    """Analysis (when due) and retrains, for one reconcile of a ModelDeployment."""
+                   spec_model: ServedModel | None, now: datetime) -> LoopOutcome:
+    """Analysis (when due) and retrains, for one reconcile of a ModelDeployment.
+    ``spec_model``: the model ``spec.model`` resolves to (None while not ready).
+
+    A retrain needs fresh evidence: the deployment Degraded *and* the latest evaluation
+    Unhealthy, so an Inconclusive stretch (a new pod's empty drift window, Prometheus
+    down) never starts one on old failures, and its lineage always has values."""
     monitoring = spec.monitoring
     analysis: AnalysisStatus | None = None
     events: list[LoopEvent] = []
@@ -148,9 +171,12 @@ async def run_loop(*, kube: KubeClient, owner: Owner, spec: ModelDeploymentSpec,
             analysis = await evaluate(monitoring, selector=selector, old=old.analysis, now=now)
             events += _analysis_events(old.analysis, analysis,
                                        failure_limit=monitoring.failure_limit)
+        if analysis is not None and git_rollout_pending(spec_model=spec_model, old=old):
+            analysis = analysis.model_copy(update={"consecutive_failures": 0})
         degraded = is_degraded(analysis, failure_limit=monitoring.failure_limit)
+    fresh = degraded and analysis is not None and analysis.result is CheckResult.UNHEALTHY
     progress = await drive_retrains(kube=kube, owner=owner, spec=spec, old=old.retrain,
-                                    analysis=analysis, degraded=degraded,
+                                    analysis=analysis, degraded=fresh,
                                     annotations=annotations, active=old.active_model, now=now)
     return LoopOutcome(analysis=analysis, retrain=progress, degraded=degraded,
                        events=(*events, *progress.events))
