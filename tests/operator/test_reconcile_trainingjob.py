@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from modelloop_operator.config import OperatorConfig
-from modelloop_operator.errors import WaitingError
+from modelloop_operator.errors import KubeError, WaitingError
 from modelloop_operator.kube import JOBS, PODS, SERVICES
 from modelloop_operator.metrics import OperatorMetrics
 from modelloop_operator.reconcilers.runtime import Runtime
@@ -164,3 +164,14 @@ async def test_a_suspend_change_is_applied_to_the_running_job(
     job = kube.stored(JOBS, NS, "bbc-a1")
     assert job is not None and job["spec"]["suspend"] is True
     assert status(kube)["phase"] == "Suspended"
+
+
+async def test_an_event_the_api_server_refuses_does_not_stop_the_reconcile(
+        runtime: Runtime, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(**_: Any) -> None:
+        raise KubeError("post event: too many requests (429)", status=429)
+    monkeypatch.setattr(kube, "post_event", refuse)
+    create(kube)
+    await reconcile(runtime)
+    assert kube.stored(JOBS, NS, "bbc-a1") is not None
+    assert status(kube)["phase"] == "Pending"

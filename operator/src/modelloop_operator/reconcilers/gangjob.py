@@ -35,7 +35,7 @@ from ..builders.job import (
     service_name,
     with_manifest_hash,
 )
-from ..errors import UnprocessableError, WaitingError
+from ..errors import KubeError, UnprocessableError, WaitingError
 from ..kube import JOBS, PODS, SERVICES, KubeClient, Object, Resource
 from ..status import Reason, merge_patch
 from .observe import AttemptObservation, observe_attempt
@@ -148,8 +148,14 @@ async def write_status(*, kube: KubeClient, kind: GangKind, obj: Mapping[str, An
         patch={"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch})
     if _transition(old, status) and not decision.sticky:
         warning = decision.reason in WARNING_REASONS
-        await kube.post_event(involved=obj, type_="Warning" if warning else "Normal",
-                              reason=decision.reason, message=decision.message)
+        try:
+            await kube.post_event(involved=obj, type_="Warning" if warning else "Normal",
+                                  reason=decision.reason, message=decision.message)
+        except KubeError as exc:
+            # Events are for people; the status already says it. A busy API server
+            # must not stop the reconcile between the status and the children.
+            logger.warning("could not post event %s on %s/%s: %s", decision.reason,
+                           meta["namespace"], meta["name"], exc)
     return True
 
 
