@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -216,6 +217,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--operator-log", type=Path,
+                        help="keep the operator's log here (it is deleted otherwise)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         plane = ControlPlane(Path(tmp) / "cluster", locate(), tie_to_parent=True)
@@ -235,6 +238,8 @@ def main() -> int:
         finally:
             operator.stop()
             plane.stop()
+            if args.operator_log is not None:
+                shutil.copyfile(operator.log, args.operator_log)
     op, base = result["createToJobSeconds"], result["baselineJobToPodSeconds"]
     result["ratioJobP50VsJobController"] = round(op["p50"] / base["p50"], 2) \
         if base["p50"] else None
