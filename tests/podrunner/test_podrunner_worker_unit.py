@@ -187,6 +187,15 @@ async def test_pod_dns_names_wait_for_the_pod_then_become_its_ip(tmp_path: Path)
     assert h.names.lookup(NS, "gang", "gang-1") is None  # released with the pod
 
 
+async def test_files_baked_into_the_images_are_mapped(tmp_path: Path) -> None:
+    container = {"name": "main", "image": "server", "command": [
+        "sh", "-c", "test -f /opt/modelloop/metrics.yaml && echo $HF_HUB_OFFLINE > "
+                    "/dev/termination-log"]}
+    async with Harness(tmp_path, make_pod("image", [container])) as h:
+        status = await h.until("Succeeded", phase_in("Succeeded", "Failed"))
+    assert status["containerStatuses"][0]["state"]["terminated"]["message"] == "1\n"
+
+
 def test_image_entrypoints() -> None:
     entry = {"python": ["python3"], "ghcr.io/x/trainer": ["modelloop-train"]}
     assert image_entrypoint("python:3.11-slim", entry) == ["python3"]

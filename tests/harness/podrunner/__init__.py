@@ -53,6 +53,7 @@ class PodRunner:
         backoff_initial: float = 10.0,
         backoff_max: float = 300.0,
         max_pods: int = 110,
+        image_paths: Mapping[str, str] | None = None,
     ) -> None:
         self.options = RunnerOptions(
             kubeconfig=str(kubeconfig),
@@ -70,6 +71,7 @@ class PodRunner:
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
             max_pods=max_pods,
+            image_paths=None if image_paths is None else dict(image_paths),
         )
         self._core = AsyncPodRunner(self.options)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -72,6 +72,7 @@ class RunnerSettings:
     backoff_initial: float
     backoff_max: float
     entrypoints: dict[str, list[str]]
+    image_paths: dict[str, str]
 
 
 class PodContext(Protocol):
@@ -168,7 +169,7 @@ class ContainerRunner:
         self._dir.mkdir(parents=True, exist_ok=True)
         root = self._dir / "root"
         path_map = container_path_map(self.spec, self._pod.volumes, pod_env, termination_path,
-                                      self.termination_file(), root)
+                                      self.termination_file(), root, settings.image_paths)
         build_mirror_root(root, path_map)
         (root / "mnt" / "pvc").mkdir(parents=True, exist_ok=True)
         tmp = self._pod.pod_dir / "tmp"

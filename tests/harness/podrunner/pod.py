@@ -258,7 +258,8 @@ class PodWorker:
                 builder = VolumeBuilder(
                     self.kube, self.pod, self.pod_dir, runtime, self.settings.node_allocatable)
                 self.volumes = await builder.build_all()
-                rewrite_config_files(builder.config_dirs, pod_mount_map(self.pod, self.volumes))
+                rewrite_config_files(builder.config_dirs, pod_mount_map(
+                    self.pod, self.volumes, self.settings.image_paths))
                 break
             except (VolumeError, KubeError) as error:
                 message = str(error)

@@ -21,6 +21,7 @@ from typing import Any
 
 from .container import RunnerSettings
 from .events import EventRecorder
+from .images import PROJECT_IMAGE_ENV, project_image_paths
 from .ipam import LocalRoute, LoopbackPool, random_pod_cidr, random_routed_cidr
 from .kube import KubeClient, KubeError
 from .names import NameRegistry
@@ -63,6 +64,8 @@ class RunnerOptions:
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
     context: str | None = None
+    # None: this project's images (images.py); {} for none.
+    image_paths: Mapping[str, str] | None = None
 
 
 def container_search_path(extra: Sequence[str]) -> str:
@@ -81,8 +84,11 @@ def container_search_path(extra: Sequence[str]) -> str:
 
 
 def build_settings(options: RunnerOptions, workdir: Path) -> RunnerSettings:
-    base_env = {k: os.environ[k] for k in options.inherit_env if k in os.environ}
+    base_env = dict(PROJECT_IMAGE_ENV) if options.image_paths is None else {}
+    base_env.update({k: os.environ[k] for k in options.inherit_env if k in os.environ})
     base_env.update(options.env)
+    image_paths = (project_image_paths() if options.image_paths is None
+                   else dict(options.image_paths))
     allocatable = {"cpu": options.cpu, "memory": options.memory, "ephemeral-storage": "100Gi"}
     if options.gpus:
         allocatable["nvidia.com/gpu"] = str(options.gpus)
@@ -96,6 +102,7 @@ def build_settings(options: RunnerOptions, workdir: Path) -> RunnerSettings:
         backoff_initial=options.backoff_initial,
         backoff_max=options.backoff_max,
         entrypoints={k: list(v) for k, v in options.entrypoints.items()},
+        image_paths=image_paths,
     )
 
 

@@ -224,10 +224,11 @@ def _host_path(source: Json) -> Path:
     return path
 
 
-def pod_mount_map(pod: Json, volumes: Mapping[str, Path]) -> PathMap:
+def pod_mount_map(pod: Json, volumes: Mapping[str, Path],
+                  image_paths: Mapping[str, str]) -> PathMap:
     """Mount paths of all the pod's containers; a path mounted differently is left out."""
     spec = pod["spec"]
-    found: dict[str, str] = {}
+    found: dict[str, str] = dict(image_paths)
     ambiguous: set[str] = set()
     for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         for mount in container.get("volumeMounts") or []:
@@ -271,9 +272,16 @@ def container_path_map(
     termination_container_path: str,
     termination_host_path: Path,
     mirror_root: Path,
+    image_paths: Mapping[str, str],
 ) -> PathMap:
-    """Container mount paths (with subPath/subPathExpr) -> host paths, for one container."""
+    """Container mount paths (with subPath/subPathExpr) -> host paths, for one container.
+
+    `image_paths` (files the image would hold) come first, so a mount at the same path
+    overrides them as it would in a container.
+    """
     path_map = PathMap(mirror_root=str(mirror_root))
+    for container_path, host_path in image_paths.items():
+        path_map.add(container_path, host_path)
     for mount in container.get("volumeMounts") or []:
         base = volumes.get(mount["name"])
         if base is None:
