@@ -20,6 +20,8 @@ pytestmark = pytest.mark.cluster
 Json = dict[str, Any]
 V1 = "file:///models/v1/bbc.mar"
 V2 = "file:///models/v2/bbc.mar"
+SMALL = {"cpu": "100m", "memory": "128Mi"}
+"""Pod size: the shared kwok node must not fill up with pods of slowly deleted namespaces."""
 SECRET = "s3-creds-k7q2z"
 """A Secret name distinctive enough to grep for."""
 
@@ -28,7 +30,7 @@ def model_deployment(name: str, *, node: str, model: Json, replicas: int = 2,
                      **spec: Any) -> Json:
     return {"apiVersion": "modelloop.dev/v1alpha1", "kind": "ModelDeployment",
             "metadata": {"name": name},
-            "spec": {"model": model, "replicas": replicas,
+            "spec": {"model": model, "replicas": replicas, "resources": SMALL,
                      "scheduling": {"nodeSelector": {"kubernetes.io/hostname": node}},
                      **spec}}
 
@@ -203,6 +205,7 @@ def test_serves_an_accepted_optimization_job_once_its_chain_has_run(
                  "techniques": [{"type": "quantization"}],
                  "packaging": {"archiveName": "bbc"},
                  "output": {"uri": "file:///models/opt"}, "scheduling": node,
+                 "resources": SMALL,
                  "podTemplate": quick}})
     st = wait_status(operator, cluster, namespace, "bbc", "WaitingForSource",
                      lambda s: condition(s, "Ready").get("reason") == "WaitingForSource")
@@ -218,6 +221,7 @@ def test_serves_an_accepted_optimization_job_once_its_chain_has_run(
         "spec": {"model": {"uri": "builtin://all-minilm-l6-v2"},
                  "dataset": {"uri": "builtin://bbc-news"},
                  "output": {"uri": "file:///models/train"}, "scheduling": node,
+                 "resources": SMALL,
                  "podTemplate": quick}})
     st = wait_status(operator, cluster, namespace, "bbc", "serving the archive",
                      ready_with("file:///models/opt/bbc.mar", 2), timeout=90)

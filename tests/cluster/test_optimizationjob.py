@@ -22,6 +22,8 @@ pytestmark = pytest.mark.cluster
 
 Json = dict[str, Any]
 OWNER_LABEL = "modelloop.dev/optimizationjob"
+SMALL = {"cpu": "100m", "memory": "128Mi"}
+"""Pod size: the shared kwok node must not fill up with pods of slowly deleted namespaces."""
 TRAIN_SUMMARY = json.dumps({"v": 1, "kind": "train", "status": "Succeeded", "exitCode": 0,
                             "message": "done", "metrics": {"accuracy": 0.97},
                             "outputUri": "file:///models/bbc/run1", "checksum": "sha256:0123",
@@ -51,6 +53,7 @@ def training_job(name: str, *, node: str, annotations: dict[str, str]) -> Json:
                      "dataset": {"uri": "builtin://bbc-news", "maxSamples": 100},
                      "output": {"uri": "file:///models/bbc/run1"},
                      "podTemplate": {"metadata": {"annotations": annotations}},
+                     "resources": SMALL,
                      "scheduling": {"nodeSelector": {"kubernetes.io/hostname": node}}}}
 
 
@@ -62,6 +65,7 @@ def optimization_job(name: str, *, source: str, node: str,
                      "techniques": [{"type": "quantization"}],
                      "output": {"uri": "file:///models/bbc/opt1"},
                      "podTemplate": {"metadata": {"annotations": annotations}},
+                     "resources": SMALL,
                      "scheduling": {"nodeSelector": {"kubernetes.io/hostname": node}}}}
 
 
