@@ -516,3 +516,25 @@ async def test_old_failures_do_not_retrain_without_fresh_evidence(
     drift(metrics_source, prom, 0.31)
     await degrade(runtime, clock, evaluations=1)
     assert kube.created(TRAINING_JOBS) == ["bbc-rt-1", "bbc-rt-2"]
+
+
+async def test_a_trimmed_history_neither_readopts_nor_refills_the_daily_budget(
+        kube: ClaimingKube, runtime: Runtime, clock: Clock, prom: Any,
+        metrics_source: TestExporter) -> None:
+    drift(metrics_source, prom, 0.31)
+    kube.put(MODEL_DEPLOYMENTS, deployment(
+        prom[0].url, retrain=retrain_spec(cooldown="1m", maxPerDay=22,
+                                          optimizationJobTemplate=None)))
+    for _ in range(60):  # two hours, a pass every two minutes, each run failing at once
+        clock.tick(120)
+        before = set(kube.created(TRAINING_JOBS))
+        await reconcile(runtime)
+        for name in set(kube.created(TRAINING_JOBS)) - before:
+            finish_training(kube, name, ok=False)
+    assert len(kube.created(TRAINING_JOBS)) == 22
+    history = status(kube)["retrain"]["history"]
+    assert len(history) == 20
+    assert history[0]["trainingJob"] == "bbc-rt-22"
+    assert history[-1]["trainingJob"] == "bbc-rt-3"
+    assert ("Normal", "RetrainAdopted") not in kube.events
+    assert condition(kube, "Retraining")["reason"] == "RetrainDailyLimit"

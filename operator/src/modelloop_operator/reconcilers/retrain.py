@@ -131,13 +131,17 @@ async def _create_owned(kube: KubeClient, *, resource: Resource, manifest: Mappi
             f"ModelDeployment {owner.name}; delete or rename it", delay=30) from None
 
 
-def _adopt(history: list[RetrainRecord], runs: Mapping[str, Object]) -> list[LoopEvent]:
+def _adopt(history: list[RetrainRecord], runs: Mapping[str, Object], *,
+           deployment: str) -> list[LoopEvent]:
     """Runs the API server has and status lacks (created just before a crash, or status
-    written by an older pass): recorded, not recreated."""
+    lost): recorded, not recreated. Only runs newer than every recorded one: older ones
+    were trimmed from the history on purpose (it keeps 20) and are finished."""
     recorded = {r.training_job for r in history}
+    newest = max((run_number(r.training_job, deployment=deployment) or 0 for r in history),
+                 default=0)
     events = []
     for name, obj in runs.items():
-        if name in recorded:
+        if name in recorded or (run_number(name, deployment=deployment) or 0) <= newest:
             continue
         trigger = trigger_of(obj)
         history.append(RetrainRecord(
@@ -206,7 +210,7 @@ async def drive_retrains(*, kube: KubeClient, owner: Owner, spec: ModelDeploymen
     fingerprint = source_fingerprint(spec.model)
     runs = await _owned_runs(kube, owner=owner)
     history = list(status.history)
-    events = _adopt(history, runs)
+    events = _adopt(history, runs, deployment=owner.name)
     approved = annotations.get(APPROVE_ANNOTATION, "").strip() or None
 
     candidate: ServedModel | None = None
@@ -229,8 +233,13 @@ async def drive_retrains(*, kube: KubeClient, owner: Owner, spec: ModelDeploymen
     last_triggered = status.last_triggered
     refusal: Permission | None = None
     if degraded and spec.retrain is not None:
-        known = [KnownRun(name=r.training_job, triggered_at=r.triggered_at,
-                          finished=r.outcome in FINAL) for r in history]
+        # Trimmed from the history, still listed: finished (at most maxInFlight <= 10 of
+        # the 20 newest are not), and still counted against maxPerDay.
+        trimmed = [KnownRun(name=name, triggered_at=_created_at(obj), finished=True)
+                   for name, obj in runs.items()
+                   if name not in {r.training_job for r in history}]
+        known = [*trimmed, *(KnownRun(name=r.training_job, triggered_at=r.triggered_at,
+                                      finished=r.outcome in FINAL) for r in history)]
         permission = may_retrain(spec.retrain, runs=known, last_triggered=last_triggered,
                                  now=now)
         if permission.allowed:
