@@ -90,7 +90,8 @@ def run_command(
         summary = {}
     if writes_summary():
         full = {"v": 1, "kind": kind, "status": status, "exitCode": code, "message": message}
-        full.update(summary)
+        # The error's message wins over any message in a partial summary.
+        full.update({k: v for k, v in summary.items() if k != "message"})
         try:
             write_termination_message(termination_path, full)
         except OSError as exc:

@@ -118,7 +118,7 @@ class Plan:
 def build_optimizer(
     model: nn.Module, settings: LoopSettings, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe)."""
+    """Fused AdamW without weight decay on biases and LayerNorm weights (the BERT recipe)."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
@@ -131,6 +131,9 @@ def build_optimizer(
             {"params": no_decay, "weight_decay": 0.0},
         ],
         lr=settings.learning_rate,
+        # One fused kernel per step instead of a dozen elementwise ops per tensor: on 2 CPU
+        # cores MiniLM's AdamW step drops from ~4 s to ~1 s under load (see docs/trainer.md).
+        fused=True,
     )
     warmup = round(total_steps * settings.warmup_ratio)
     scheduler: torch.optim.lr_scheduler.LRScheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]

@@ -32,7 +32,7 @@ from modelloop_trainer.datasets import Splits, load_splits
 from modelloop_trainer.errors import InputError, RejectedError
 from modelloop_trainer.evaluate import predict_proba
 from modelloop_trainer.optimize.distill import distill
-from modelloop_trainer.optimize.measure import Measurement, MeasureSettings, measure
+from modelloop_trainer.optimize.measure import Measurement, MeasureSettings, measure_pair
 from modelloop_trainer.optimize.package import (
     ServingConfig,
     build_archive,
@@ -143,18 +143,6 @@ def optimize(args: argparse.Namespace) -> dict[str, Any]:
         latency_samples=args.latency_samples,
         throughput_batches=args.throughput_batches,
     )
-    progress.event("measure", "measuring the baseline", model=args.model_uri)
-    base_m = measure(
-        baseline.model,
-        baseline.tokenizer,
-        val_texts,
-        val_targets,
-        labels,
-        size_bytes=(model_dir / WEIGHTS_FILE).stat().st_size,
-        settings=settings,
-    )
-    progress.event("measured", "baseline", **base_m.to_json())
-
     applied: list[dict[str, Any]] = []
     model = baseline.model
     for technique in techniques:
@@ -166,16 +154,23 @@ def optimize(args: argparse.Namespace) -> dict[str, Any]:
         staging = Path(tmp) / "artifact"
         _save_optimized(model, baseline, staging, val_texts, val_targets, applied, args)
         optimized = load_artifact(staging)
-        progress.event("measure", "measuring the optimized model")
-        opt_m = measure(
+        progress.event("measure", "measuring baseline and optimized model, interleaved")
+        # A fresh copy of the baseline: pruning works in place on the one loaded above.
+        reference = load_artifact(model_dir)
+        base_m, opt_m = measure_pair(
+            reference.model,
             optimized.model,
             optimized.tokenizer,
             val_texts,
             val_targets,
             labels,
-            size_bytes=(staging / WEIGHTS_FILE).stat().st_size,
+            sizes=(
+                (model_dir / WEIGHTS_FILE).stat().st_size,
+                (staging / WEIGHTS_FILE).stat().st_size,
+            ),
             settings=settings,
         )
+        progress.event("measured", "baseline", **base_m.to_json())
         progress.event("measured", "optimized", **opt_m.to_json())
         report = build_report(
             base_m,

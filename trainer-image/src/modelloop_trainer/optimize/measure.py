@@ -1,10 +1,10 @@
 """Measuring a model the way the report compares them: size, latency, throughput, quality.
 
 Baseline and optimized model are measured in the same process, on the same texts, with the
-same thread count, one after the other: absolute timings drift between runs on shared
-machines, ratios measured side by side do not (much). Timing covers the model's forward
-pass on pre-tokenized inputs; tokenization is identical for both models and would only
-dilute the ratio.
+same thread count, taking turns call by call: absolute timings drift on shared machines
+(minute-long bursts from neighbours), ratios of interleaved calls much less. Timing covers
+the model's forward pass on pre-tokenized inputs; tokenization is identical for both models
+and would only dilute the ratio.
 """
 
 from __future__ import annotations
@@ -52,29 +52,44 @@ class Measurement:
         }
 
 
-def measure(
-    model: nn.Module,
+def measure_pair(
+    baseline: nn.Module,
+    optimized: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     targets: Sequence[int],
     label_names: Sequence[str],
     *,
-    size_bytes: int,
+    sizes: tuple[int, int],
     settings: MeasureSettings,
-) -> Measurement:
-    model.eval()
-    probabilities = predict_proba(model, tokenizer, texts, max_length=settings.max_length)
-    metrics = evaluate_probabilities(probabilities, targets, label_names)
-    p50, p99 = _latency(model, tokenizer, texts, settings)
-    return Measurement(
-        size_bytes=size_bytes,
-        latency_p50_ms=p50,
-        latency_p99_ms=p99,
-        throughput=_throughput(model, tokenizer, texts, settings),
-        accuracy=float(metrics["accuracy"]),
-        f1_macro=float(metrics["f1_macro"]),
-        metrics=metrics,
-    )
+) -> tuple[Measurement, Measurement]:
+    """Measure both models; their timings are interleaved call by call.
+
+    Taking turns (in alternating order) means a burst of load from a neighbour slows both
+    models alike instead of whichever happened to be measured at the time, which on a
+    shared machine matters more than any other source of error.
+    """
+    models = (baseline.eval(), optimized.eval())
+    latencies = _latencies(models, tokenizer, texts, settings)
+    throughputs = _throughputs(models, tokenizer, texts, settings)
+    results = []
+    for model, size, times, throughput in zip(models, sizes, latencies, throughputs, strict=True):
+        probabilities = predict_proba(model, tokenizer, texts, max_length=settings.max_length)
+        metrics = evaluate_probabilities(probabilities, targets, label_names)
+        times.sort()
+        p99_index = min(len(times) - 1, round(0.99 * (len(times) - 1)))
+        results.append(
+            Measurement(
+                size_bytes=size,
+                latency_p50_ms=statistics.median(times),
+                latency_p99_ms=times[p99_index],
+                throughput=throughput,
+                accuracy=float(metrics["accuracy"]),
+                f1_macro=float(metrics["f1_macro"]),
+                metrics=metrics,
+            )
+        )
+    return results[0], results[1]
 
 
 def _encode(
@@ -87,37 +102,43 @@ def _encode(
     )
 
 
-def _latency(
-    model: nn.Module,
+def _turns(i: int, count: int) -> list[int]:
+    """Model order for call i: 0, 1 then 1, 0, so neither always runs first."""
+    order = list(range(count))
+    return order if i % 2 == 0 else order[::-1]
+
+
+def _latencies(
+    models: Sequence[nn.Module],
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     settings: MeasureSettings,
-) -> tuple[float, float]:
-    """p50 and p99 of single-text forward passes, in milliseconds."""
+) -> list[list[float]]:
+    """Single-text forward passes, in milliseconds, per model."""
     inputs = [
         _encode(tokenizer, [texts[i % len(texts)]], settings.max_length)
         for i in range(settings.latency_samples)
     ]
-    times: list[float] = []
+    times: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
         for batch in inputs[: settings.warmup]:
-            model(**batch)
-        for batch in inputs:
-            start = time.perf_counter()
-            model(**batch)
-            times.append((time.perf_counter() - start) * 1000.0)
-    times.sort()
-    p99_index = min(len(times) - 1, round(0.99 * (len(times) - 1)))
-    return statistics.median(times), times[p99_index]
+            for model in models:
+                model(**batch)
+        for i, batch in enumerate(inputs):
+            for m in _turns(i, len(models)):
+                start = time.perf_counter()
+                models[m](**batch)
+                times[m].append((time.perf_counter() - start) * 1000.0)
+    return times
 
 
-def _throughput(
-    model: nn.Module,
+def _throughputs(
+    models: Sequence[nn.Module],
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     settings: MeasureSettings,
-) -> float:
-    """Texts per second over full batches of throughput_batch_size."""
+) -> list[float]:
+    """Texts per second over full batches of throughput_batch_size, per model."""
     size = settings.throughput_batch_size
     batches = [
         _encode(
@@ -127,10 +148,13 @@ def _throughput(
         )
         for b in range(settings.throughput_batches)
     ]
+    elapsed = [0.0 for _ in models]
     with torch.inference_mode():
-        model(**batches[0])
-        start = time.perf_counter()
-        for batch in batches:
-            model(**batch)
-        elapsed = time.perf_counter() - start
-    return size * len(batches) / elapsed
+        for model in models:
+            model(**batches[0])
+        for i, batch in enumerate(batches):
+            for m in _turns(i, len(models)):
+                start = time.perf_counter()
+                models[m](**batch)
+                elapsed[m] += time.perf_counter() - start
+    return [size * len(batches) / e for e in elapsed]
