@@ -196,6 +196,18 @@ async def test_files_baked_into_the_images_are_mapped(tmp_path: Path) -> None:
     assert status["containerStatuses"][0]["state"]["terminated"]["message"] == "1\n"
 
 
+async def test_pod_loopback_is_private_and_not_the_pod_ip(tmp_path: Path) -> None:
+    container = {"name": "main", "image": "x", "command": [
+        "sh", "-c", "echo $(ADMIN) > /dev/termination-log"],
+        "env": [{"name": "ADMIN", "value": "http://127.0.0.1:8081"}]}
+    async with Harness(tmp_path, make_pod("lo", [container])) as h:
+        status = await h.until("Succeeded", phase_in("Succeeded", "Failed"))
+        alias = h.worker.loopback_ip
+    assert alias.startswith("127.78.1.") and alias != status["podIP"]
+    assert status["containerStatuses"][0]["state"]["terminated"]["message"] == \
+        f"http://{alias}:8081\n"
+
+
 def test_image_entrypoints() -> None:
     entry = {"python": ["python3"], "ghcr.io/x/trainer": ["modelloop-train"]}
     assert image_entrypoint("python:3.11-slim", entry) == ["python3"]

@@ -35,6 +35,7 @@ from .envvars import (
 )
 from .events import EventRecorder
 from .kube import KubeClient, ns_path
+from .loopback import rewrite_loopback
 from .names import NameRegistry, rewrite_pod_names
 from .paths import PathMap
 from .probes import ProbeKind, ProbeSpec, ProbeTracker
@@ -83,6 +84,7 @@ class PodContext(Protocol):
     events: EventRecorder
     pod: Json
     pod_ip: str
+    loopback_ip: str
     pod_dir: Path
     volumes: dict[str, Path]
     stopping: bool
@@ -98,6 +100,11 @@ class Launch:
     env: dict[str, str]
     cwd: str
     path_map: PathMap
+    loopback_ip: str
+
+    def rewrite(self, text: str) -> str:
+        """Container paths and the pod's 127.0.0.1 in one value, as for the command."""
+        return rewrite_loopback(self.path_map.rewrite(text), self.loopback_ip)
 
 
 def image_entrypoint(image: str, entrypoints: dict[str, list[str]]) -> list[str] | None:
@@ -184,11 +191,15 @@ class ContainerRunner:
             "MODELLOOP_CONTAINER_ROOT": str(root),
             "MODELLOOP_PVC_ROOT": str(root / "mnt" / "pvc"),
         })
-        env.update(path_map.rewrite_env(pod_env))
+        loopback = self._pod.loopback_ip
+        env.update({name: rewrite_loopback(value, loopback)
+                    for name, value in path_map.rewrite_env(pod_env).items()})
         cwd = self._working_dir(path_map, root)
-        argv, env = self._resolve_names(path_map.rewrite_all(argv), env)
+        argv = [rewrite_loopback(part, loopback) for part in path_map.rewrite_all(argv)]
+        argv, env = self._resolve_names(argv, env)
         executable = resolve_executable(argv[0], env["PATH"], cwd)
-        return Launch(argv=argv, executable=executable, env=env, cwd=cwd, path_map=path_map)
+        return Launch(argv=argv, executable=executable, env=env, cwd=cwd, path_map=path_map,
+                      loopback_ip=loopback)
 
     def _resolve_names(self, argv: list[str], env: dict[str, str]
                        ) -> tuple[list[str], dict[str, str]]:
@@ -337,7 +348,7 @@ class ContainerRunner:
                         self.name)
 
         async def run_exec(command: list[str], limit_s: float) -> int | None:
-            argv = launch.path_map.rewrite_all(command)
+            argv = [launch.rewrite(part) for part in command]
             try:
                 executable = resolve_executable(argv[0], launch.env["PATH"], launch.cwd)
             except (ExecutableNotFoundError, IndexError):

@@ -53,12 +53,15 @@ class PodWorker:
         pool: LoopbackPool,
         pod: Json,
         names: NameRegistry,
+        loopback_pool: LoopbackPool | None = None,
     ) -> None:
         self.kube = kube
         self.names = names
         self.settings = settings
         self.events = events
         self._pool = pool
+        # Pod-private "127.0.0.1" aliases: the pod pool itself when it is loopback.
+        self._loopback_pool = loopback_pool or pool
         self.pod = pod
         meta = pod["metadata"]
         self.uid: str = meta["uid"]
@@ -66,6 +69,7 @@ class PodWorker:
             settings.workdir / "pods" / f"{meta['namespace']}_{meta['name']}_{self.uid}"
         )
         self.pod_ip = ""
+        self.loopback_ip = ""
         self.volumes: dict[str, Path] = {}
         self.stopping = False
         self._gone = False
@@ -233,8 +237,10 @@ class PodWorker:
     def _assign_ip(self) -> None:
         if self.pod["spec"].get("hostNetwork"):
             self.pod_ip = self.settings.host_ip
+            self.loopback_ip = "127.0.0.1"
             return
         self.pod_ip = self._pool.allocate()
+        self.loopback_ip = self._loopback_pool.allocate()
         self._owns_ip = True
         self.names.register(*self._dns_key(), self.pod_ip)
 
@@ -248,6 +254,7 @@ class PodWorker:
         if self._owns_ip:
             self.names.unregister(*self._dns_key(), self.pod_ip)
             self._pool.release(self.pod_ip)
+            self._loopback_pool.release(self.loopback_ip)
             self._owns_ip = False
 
     async def _setup_volumes(self) -> None:
@@ -259,7 +266,7 @@ class PodWorker:
                     self.kube, self.pod, self.pod_dir, runtime, self.settings.node_allocatable)
                 self.volumes = await builder.build_all()
                 rewrite_config_files(builder.config_dirs, pod_mount_map(
-                    self.pod, self.volumes, self.settings.image_paths))
+                    self.pod, self.volumes, self.settings.image_paths), self.loopback_ip)
                 break
             except (VolumeError, KubeError) as error:
                 message = str(error)

@@ -121,6 +121,8 @@ class AsyncPodRunner:
         # A non-loopback pod CIDR (EndpointSlices need one) is made host-local by a route.
         self.route = LocalRoute(self.pod_cidr) if routed else None
         self.pool = LoopbackPool(self.pod_cidr, routed=routed)
+        # Each pod's private "127.0.0.1" (loopback.py) must stay in 127/8.
+        self.loopback_pool = LoopbackPool(random_pod_cidr()) if routed else self.pool
         self.settings = build_settings(options, self.workdir)
         self.names = NameRegistry()
         self._kube: KubeClient | None = None
@@ -204,7 +206,8 @@ class AsyncPodRunner:
         if worker is not None:
             worker.update(pod)
             return
-        worker = PodWorker(self.kube, self.settings, self.events, self.pool, pod, self.names)
+        worker = PodWorker(self.kube, self.settings, self.events, self.pool, pod, self.names,
+                           self.loopback_pool)
         self._workers[uid] = worker
         task = asyncio.create_task(self._run_worker(worker), name=f"pod {pod_key(pod)}")
         self._tasks[uid] = task

@@ -28,6 +28,7 @@ from typing import Any
 from .envvars import ContainerConfigError, PodRuntimeFields, pod_field, resource_field
 from .expansion import expand_with
 from .kube import KubeClient, KubeError, ns_path
+from .loopback import rewrite_loopback
 from .paths import PathMap
 
 Json = dict[str, Any]
@@ -247,8 +248,8 @@ def pod_mount_map(pod: Json, volumes: Mapping[str, Path],
     return path_map
 
 
-def rewrite_config_files(directories: list[Path], path_map: PathMap) -> None:
-    """Rewrites mount paths inside the text files of the given volume directories."""
+def rewrite_config_files(directories: list[Path], path_map: PathMap, loopback_ip: str) -> None:
+    """Rewrites mount paths and 127.0.0.1 inside the text files of volume directories."""
     for directory in directories:
         for file in directory.rglob("*"):
             if file.is_symlink() or not file.is_file():
@@ -257,7 +258,7 @@ def rewrite_config_files(directories: list[Path], path_map: PathMap) -> None:
                 text = file.read_text("utf-8")
             except (UnicodeDecodeError, OSError):
                 continue  # binary data stays as it is
-            rewritten = path_map.rewrite_occurrences(text)
+            rewritten = rewrite_loopback(path_map.rewrite_occurrences(text), loopback_ip)
             if rewritten != text:
                 mode = file.stat().st_mode & 0o7777
                 file.chmod(mode | 0o200)
