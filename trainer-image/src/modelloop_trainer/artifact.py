@@ -62,19 +62,6 @@ class LoadedArtifact:
     reference_profile: ReferenceProfile
     manifest: dict[str, Any]
 
-    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Tokenize a batch the way the model was trained: truncated at max_length, padded
-        to the longest text in the batch (not to max_length, which would waste compute)."""
-        batch = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=self.max_length,
-            padding=True,
-            return_tensors="pt",
-        )
-        device = _device_of(self.model)
-        return {k: v.to(device) for k, v in batch.items()}
-
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         """Softmax probabilities (len(texts) x len(labels)), float32 on the CPU."""
         return predict_proba(

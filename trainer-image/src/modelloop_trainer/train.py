@@ -32,6 +32,7 @@ from modelloop_trainer.distributed import World, init_world, shutdown_world
 from modelloop_trainer.errors import GateMissedError, InputError
 from modelloop_trainer.evaluate import METRICS, evaluate_probabilities, predict_proba
 from modelloop_trainer.loop import (
+    LoopResult,
     LoopSettings,
     Plan,
     TokenizedExamples,
@@ -46,7 +47,7 @@ from modelloop_trainer.models import (
 )
 from modelloop_trainer.profile import build_reference_profile
 from modelloop_trainer.progress import Progress
-from modelloop_trainer.storage import check_writable, parse_uri, publish
+from modelloop_trainer.storage import Location, check_writable, parse_uri, publish
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,8 +244,8 @@ def _finish(
     model: torch.nn.Module,
     tokenizer: Any,
     splits: Splits,
-    result: Any,
-    output: Any,
+    result: LoopResult,
+    output: Location,
     progress: Progress,
 ) -> dict[str, Any]:
     """Rank 0: evaluate, write the artifact, apply the gate; returns the summary."""
