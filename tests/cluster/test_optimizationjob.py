@@ -133,8 +133,11 @@ def test_waits_for_its_training_job_then_runs_and_is_accepted(
     apply(cluster, namespace, training_job("bbc", node=kwok_node, annotations={
         "modelloop.dev/kwok-complete": "false",
         "modelloop.dev/kwok-termination-message": TRAIN_SUMMARY}))
-    st = wait_status(operator, cluster, namespace, "bbc-int8", "WaitingForSource",
-                     lambda s: condition(s, "Progressing").get("reason") == "WaitingForSource")
+    # Waiting names the TrainingJob's phase; Running also means its pod exists, so the
+    # annotation below reaches it (a pod created later would keep "complete: false").
+    st = wait_status(operator, cluster, namespace, "bbc-int8", "WaitingForSource, Running",
+                     lambda s: condition(s, "Progressing").get("reason") == "WaitingForSource"
+                     and "(phase Running)" in condition(s, "Progressing").get("message", ""))
     assert jobs(cluster, namespace, "bbc-int8") == []
 
     cluster.kubectl("annotate", "pods", "-n", namespace, "-l", "modelloop.dev/trainingjob=bbc",
