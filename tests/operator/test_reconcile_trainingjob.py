@@ -11,6 +11,7 @@ from modelloop_operator.config import OperatorConfig
 from modelloop_operator.errors import KubeError, WaitingError
 from modelloop_operator.kube import JOBS, PODS, SERVICES
 from modelloop_operator.metrics import OperatorMetrics
+from modelloop_operator.reconcilers.gangjob import pods_matter
 from modelloop_operator.reconcilers.runtime import Runtime
 from modelloop_operator.reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
 
@@ -175,3 +176,27 @@ async def test_an_event_the_api_server_refuses_does_not_stop_the_reconcile(
     await reconcile(runtime)
     assert kube.stored(JOBS, NS, "bbc-a1") is not None
     assert status(kube)["phase"] == "Pending"
+
+
+def test_pods_are_read_only_when_the_run_policy_needs_them() -> None:
+    running = {"status": {"active": 1, "ready": 1}}
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    failing = {"status": {"conditions": [{"type": "FailureTarget", "status": "True"}]}}
+    assert not pods_matter(running, num_nodes=1)
+    assert pods_matter(running, num_nodes=2)  # a disrupted rank breaks a gang
+    assert pods_matter(done, num_nodes=1) and pods_matter(failing, num_nodes=1)
+
+
+async def test_a_first_attempt_costs_no_namespace_wide_list(
+        runtime: Runtime, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch) -> None:
+    listed: list[str] = []
+    original = kube.list
+
+    async def spy(**kwargs: Any) -> Any:
+        listed.append(kwargs["resource"].plural)
+        return await original(**kwargs)
+    monkeypatch.setattr(kube, "list", spy)
+    create(kube, spec={"numNodes": 1})
+    await reconcile(runtime)
+    await reconcile(runtime)
+    assert "jobs" not in listed

@@ -111,18 +111,43 @@ def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 
 
+FINISHED_CONDITIONS = frozenset({"Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"})
+
+
+def pods_matter(job: Mapping[str, Any], *, num_nodes: int) -> bool:
+    """Whether the run policy needs the attempt's pods: once the Job has finished (exit
+    codes, termination messages, disruptions), or while a multi-node gang runs (a
+    disrupted rank breaks the gang). A single running pod is seen through the Job's
+    own ``status.ready``."""
+    conditions = job.get("status", {}).get("conditions") or []
+    finished = any(c.get("type") in FINISHED_CONDITIONS and c.get("status") == "True"
+                   for c in conditions)
+    return finished or num_nodes > 1
+
+
 async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangRequest,
                         attempt: int) -> GangSnapshot:
-    """Read the children: Jobs and Service by name/label, pods of the current attempt."""
+    """Read the children with as few requests as the decision needs.
+
+    The attempt's Job is read by its deterministic name: listing the namespace's Jobs on
+    every reconcile made a burst of N jobs cost O(N^2) on the API server (the benchmark
+    saw list requests time out at 500). Older attempts are listed only when there can be
+    any (a retried or finished job), pods only when :func:`pods_matter`.
+    """
     ns, name = request.namespace, request.name
     owned = {lbl.MANAGED_BY: lbl.MANAGED_BY_VALUE, kind.owner_label: name}
-    jobs = [j for j in await kube.list(resource=JOBS, namespace=ns, labels=owned)
-            if controlled_by(j, request.uid)]
     current_name = job_name(name=name, attempt=attempt)
-    current = next((j for j in jobs if j["metadata"]["name"] == current_name), None)
-    stale = tuple(j for j in jobs if j is not current)
+    current = await kube.get(resource=JOBS, namespace=ns, name=current_name)
+    if current is not None and not controlled_by(current, request.uid):
+        current = None  # someone else's Job: never observed, deleted or adopted
+    stale: tuple[Object, ...] = ()
+    record = request.record
+    if attempt > 1 or (record.phase is not None and record.phase.is_terminal):
+        stale = tuple(j for j in await kube.list(resource=JOBS, namespace=ns, labels=owned)
+                      if controlled_by(j, request.uid)
+                      and j["metadata"]["name"] != current_name)
     pods: list[Object] = []
-    if current is not None:
+    if current is not None and pods_matter(current, num_nodes=request.num_nodes):
         pods = await kube.list(resource=PODS, namespace=ns,
                                labels={**owned, lbl.ATTEMPT: str(attempt)})
     service = await kube.get(resource=SERVICES, namespace=ns, name=service_name(name=name))
