@@ -37,7 +37,7 @@ class Harness:
         self.kube = FakeKube({path: pod, **(objects or {})})
         options = RunnerOptions(kubeconfig="unused", workdir=tmp_path, backoff_initial=0.2,
                                 backoff_max=1.0)
-        settings = build_settings(options, tmp_path)
+        settings = build_settings(options, tmp_path, short_root=tmp_path / "data")
         self.pool = LoopbackPool("127.78.1.0/24")
         self.names = NameRegistry()
         self.worker = PodWorker(self.kube, settings, EventRecorder(self.kube, "local-0"),
@@ -91,12 +91,13 @@ async def test_paths_env_and_termination_message(tmp_path: Path) -> None:
     pod_dir = tmp_path / "pods" / f"{NS}_paths_uid-paths"
     root = pod_dir / "containers" / "main" / "root"
     assert state["message"] == f"from-configmap{root / 'workspace'}\n"
-    out = (pod_dir / "volumes" / "data" / "out").read_text()
+    out = (pod_dir / "volumes" / "data" / "out").read_text()  # a link to the short data dir
     assert out == f"hi {pod_dir / 'containers' / 'main' / 'termination-log'}\n"
     assert (root / "data").resolve() == (pod_dir / "volumes" / "data").resolve()
     # Mount paths inside ConfigMap files point at the host directories too.
     config = (pod_dir / "volumes" / "cfg" / "config.properties").read_text()
-    assert config == f"model_store={pod_dir / 'volumes' / 'data'}/models\nx=/database\n"
+    volumes = (pod_dir / "volumes").resolve()
+    assert config == f"model_store={volumes / 'data'}/models\nx=/database\n"
     assert status["podIP"].startswith("127.78.1.")
     assert h.worker.pod_ip not in h.pool.taken  # released when the pod ended
 

@@ -74,6 +74,9 @@ class RunnerSettings:
     backoff_max: float
     entrypoints: dict[str, list[str]]
     image_paths: dict[str, str]
+    # Short base for pod volumes and TMPDIR: unix socket paths must fit in 108 bytes, and
+    # TorchServe puts its worker sockets in java.io.tmpdir (an emptyDir at /tmp).
+    short_root: Path
 
 
 class PodContext(Protocol):
@@ -86,6 +89,7 @@ class PodContext(Protocol):
     pod_ip: str
     loopback_ip: str
     pod_dir: Path
+    data_dir: Path
     volumes: dict[str, Path]
     stopping: bool
     names: NameRegistry
@@ -179,8 +183,8 @@ class ContainerRunner:
                                       self.termination_file(), root, settings.image_paths)
         build_mirror_root(root, path_map)
         (root / "mnt" / "pvc").mkdir(parents=True, exist_ok=True)
-        tmp = self._pod.pod_dir / "tmp"
-        tmp.mkdir(exist_ok=True)
+        tmp = self._pod.data_dir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
         spec = pod["spec"]
         env = dict(settings.base_env)
         env.update({

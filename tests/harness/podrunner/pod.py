@@ -68,6 +68,7 @@ class PodWorker:
         self.pod_dir: Path = (
             settings.workdir / "pods" / f"{meta['namespace']}_{meta['name']}_{self.uid}"
         )
+        self.data_dir: Path = settings.short_root / self.uid[:13]
         self.pod_ip = ""
         self.loopback_ip = ""
         self.volumes: dict[str, Path] = {}
@@ -194,6 +195,10 @@ class PodWorker:
         spec = self.pod["spec"]
         self._assign_ip()
         self.pod_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "v").mkdir(parents=True, exist_ok=True)
+        volumes_link = self.pod_dir / "volumes"
+        if not volumes_link.is_symlink():
+            volumes_link.symlink_to(self.data_dir / "v")
         self._sandbox_ready = True
         self.changed()
         await self._setup_volumes()
@@ -263,7 +268,7 @@ class PodWorker:
         while True:
             try:
                 builder = VolumeBuilder(
-                    self.kube, self.pod, self.pod_dir, runtime, self.settings.node_allocatable)
+                    self.kube, self.pod, self.data_dir, runtime, self.settings.node_allocatable)
                 self.volumes = await builder.build_all()
                 rewrite_config_files(builder.config_dirs, pod_mount_map(
                     self.pod, self.volumes, self.settings.image_paths), self.loopback_ip)

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -83,7 +84,8 @@ def container_search_path(extra: Sequence[str]) -> str:
     return os.pathsep.join(seen)
 
 
-def build_settings(options: RunnerOptions, workdir: Path) -> RunnerSettings:
+def build_settings(options: RunnerOptions, workdir: Path,
+                   short_root: Path | None = None) -> RunnerSettings:
     base_env = dict(PROJECT_IMAGE_ENV) if options.image_paths is None else {}
     base_env.update({k: os.environ[k] for k in options.inherit_env if k in os.environ})
     base_env.update(options.env)
@@ -103,6 +105,7 @@ def build_settings(options: RunnerOptions, workdir: Path) -> RunnerSettings:
         backoff_max=options.backoff_max,
         entrypoints={k: list(v) for k, v in options.entrypoints.items()},
         image_paths=image_paths,
+        short_root=short_root or Path(tempfile.mkdtemp(prefix="mlp-", dir="/tmp")),
     )
 
 
@@ -189,6 +192,8 @@ class AsyncPodRunner:
             self._kube = None
         if self.route is not None:
             self.route.remove()
+        # Pod volumes live here (short socket paths); the pod dirs keep logs.
+        shutil.rmtree(self.settings.short_root, ignore_errors=True)
 
     # --- pods ------------------------------------------------------------------------
     def worker_for(self, namespace: str, name: str) -> PodWorker | None:

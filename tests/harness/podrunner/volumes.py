@@ -1,6 +1,8 @@
 """Pod volumes as local directories.
 
-- emptyDir -> `<pod dir>/volumes/<name>` (medium Memory is a plain directory too);
+- emptyDir -> `<data dir>/v/<name>`, also reachable as `<pod dir>/volumes/<name>` (the
+  data dir is short, `/tmp/mlp-*/<uid prefix>`, so unix sockets in volumes fit the
+  108-byte limit; medium Memory is a plain directory too);
 - configMap / secret / downwardAPI / projected -> files written once at pod start
   (`items`, `defaultMode`/`mode`, `optional` honoured; later updates are not propagated);
 - projected `serviceAccountToken` -> a real bound token from the TokenRequest API;
@@ -71,13 +73,13 @@ class VolumeBuilder:
         self,
         kube: KubeClient,
         pod: Json,
-        pod_dir: Path,
+        data_dir: Path,
         runtime: PodRuntimeFields,
         node_allocatable: Mapping[str, str],
     ) -> None:
         self._kube = kube
         self._pod = pod
-        self._dir = pod_dir / "volumes"
+        self._dir = data_dir / "v"
         self._runtime = runtime
         self._allocatable = node_allocatable
         meta = pod["metadata"]
