@@ -68,6 +68,10 @@ def test_two_servers_on_one_port_get_their_own_loopback_ips(
     assert all(ip.startswith("127.") for ip in ips)
 
 
+# Opt-in: the routed CIDR (198.18.0.0/15) is host-local, but it is not loopback, and this
+# project's shared machines and CI send test traffic to loopback addresses only.
+@pytest.mark.skipif(os.environ.get("MODELLOOP_PODRUNNER_ROUTED") != "1",
+                    reason="routed pod CIDRs are opt-in: set MODELLOOP_PODRUNNER_ROUTED=1")
 @pytest.mark.skipif(not local_routes_available(), reason="a local route needs root and `ip`")
 def test_routed_pod_ips_appear_in_the_services_endpoint_slice(
         cluster: ControlPlane, namespace: str, pod_runner: PodRunner, tmp_path: Path) -> None:
