@@ -163,7 +163,7 @@ def test_modeldeployment_defaults() -> None:
     monitoring = MonitoringSpec.model_validate({"prometheusUrl": "http://p:9090",
                                                 "drift": {"max": 0.2}})
     assert (monitoring.interval, monitoring.window, monitoring.failure_limit,
-            monitoring.min_samples) == ("1m", "5m", 3, 100)
+            monitoring.min_samples) == ("1m", "5m", 3, 300)
     assert monitoring.on_missing_data is OnMissingData.INCONCLUSIVE
     retrain = RetrainSpec()
     assert (retrain.enabled, retrain.cooldown, retrain.max_in_flight, retrain.max_per_day,

@@ -176,7 +176,7 @@ def test_conditions_are_a_map_keyed_by_type(kind: KindInfo) -> None:
 @pytest.mark.parametrize("kind,short,columns", [
     (KINDS[0], "tj", ["Phase", "Accuracy", "Attempts", "Age"]),
     (KINDS[1], "oj", ["Phase", "Accepted", "Speedup", "Age"]),
-    (KINDS[2], "mdep", ["Phase", "Model", "Ready", "URL", "Age"]),
+    (KINDS[2], "mdep", ["Phase", "Model", "Rollout", "Ready", "URL", "Age"]),
 ], ids=KIND_IDS)
 def test_names_columns_and_subresources(kind: KindInfo, short: str, columns: list[str]) -> None:
     crd = build_crd(kind)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from modelloop_operator.api.modeldeployment import (
     CanarySpec,
     CanaryStep,
+    ModelDeploymentStatus,
     RolloutStrategy,
     ServedModel,
 )
@@ -181,3 +182,72 @@ class TestPersistence:
         status = to_status(state, strategy=RolloutStrategy.CANARY, steps=STEPS)
         assert status is not None
         assert (status.canary_weight, status.target, status.step_started_at) == (50, V2, T0)
+
+    def test_status_names_the_phase_and_the_stable_model(self) -> None:
+        for phase, step in ((RolloutPhase.PROGRESSING, 0), (RolloutPhase.PROMOTING, 2),
+                            (RolloutPhase.ROLLED_BACK, None)):
+            state = RolloutState(stable=V1, canary=V2, phase=phase, step=step,
+                                 last_step_time=T0)
+            status = to_status(state, strategy=RolloutStrategy.CANARY, steps=STEPS)
+            assert status is not None
+            written = status.model_dump(mode="json", exclude_none=True)
+            assert (written["phase"], written["stableModel"]["archiveUri"]) == \
+                (phase.value, V1.archive_uri)
+
+    def test_idle_writes_no_rollout(self) -> None:
+        assert to_status(STABLE_V1, strategy=RolloutStrategy.CANARY, steps=STEPS) is None
+
+    def test_the_stable_model_is_read_from_the_rollout(self) -> None:
+        status = to_status(RolloutState(stable=V1, canary=V2, phase=RolloutPhase.PROGRESSING,
+                                        step=0, last_step_time=T0),
+                           strategy=RolloutStrategy.CANARY, steps=STEPS)
+        back = from_status(active=V3, rollout=status, steps=STEPS)
+        assert back.stable == V1
+
+    def test_the_explicit_phase_wins_over_the_old_encoding(self) -> None:
+        # Promoting after both steps; then a third step is added to the spec. The old rule
+        # (step >= number of steps) would read Progressing again; the decided promotion
+        # goes on.
+        status = to_status(RolloutState(stable=V1, canary=V2, phase=RolloutPhase.PROMOTING,
+                                        step=2, last_step_time=T0),
+                           strategy=RolloutStrategy.CANARY, steps=STEPS)
+        back = from_status(active=V1, rollout=status, steps=[*STEPS, CanaryStep(weight=80)])
+        assert back.phase is RolloutPhase.PROMOTING
+
+
+class TestStatusFromAnOlderOperator:
+    """``status.rollout`` written before ``phase`` and ``stableModel`` existed (an object
+    created before the upgrade) is read with the old encoding, and ``activeModel`` as the
+    stable model."""
+
+    @staticmethod
+    def _old(rollout: dict[str, object]) -> ModelDeploymentStatus:
+        return ModelDeploymentStatus.model_validate({
+            "activeModel": V1.model_dump(mode="json", exclude_none=True),
+            "rollout": {"strategy": "Canary",
+                        "target": V2.model_dump(mode="json", exclude_none=True),
+                        "stepStartedAt": "2026-01-01T12:00:00Z", "message": "m",
+                        **rollout}})
+
+    def _read(self, rollout: dict[str, object]) -> RolloutState:
+        old = self._old(rollout)
+        assert old.rollout is not None and old.rollout.phase is None
+        return from_status(active=old.active_model, rollout=old.rollout, steps=STEPS)
+
+    def test_a_step_with_weight_is_progressing(self) -> None:
+        state = self._read({"step": 1, "canaryWeight": 50})
+        assert (state.phase, state.stable, state.canary, state.step, state.last_step_time) \
+            == (RolloutPhase.PROGRESSING, V1, V2, 1, T0)
+
+    def test_the_step_past_the_last_is_promoting(self) -> None:
+        assert self._read({"step": 2, "canaryWeight": 100}).phase is RolloutPhase.PROMOTING
+
+    def test_a_target_with_weight_zero_and_no_step_is_rolled_back(self) -> None:
+        state = self._read({"canaryWeight": 0})
+        assert (state.phase, state.stable, state.canary) == (RolloutPhase.ROLLED_BACK, V1, V2)
+
+    def test_the_next_write_adds_the_explicit_fields(self) -> None:
+        state = self._read({"canaryWeight": 0})
+        status = to_status(state, strategy=RolloutStrategy.CANARY, steps=STEPS)
+        assert status is not None
+        assert (status.phase, status.stable_model) == (RolloutPhase.ROLLED_BACK, V1)

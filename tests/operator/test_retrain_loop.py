@@ -355,6 +355,7 @@ async def test_success_optimizes_then_auto_promotes_with_lineage_and_history(
     assert record["outcome"] == "Promoted"
     assert record["optimizationJob"] == "bbc-rt-1-o"
     assert "replaced uri-" in record["message"]
+    assert record["previousModel"]["archiveUri"] == V1  # the rollback target, typed
     assert status(kube)["retrain"]["inFlight"] == 0
     assert ("Normal", "RetrainPromoted") in kube.events
     # The rolling update finishes: the promoted model is status.activeModel.
@@ -409,6 +410,7 @@ async def test_rejected_optimization_keeps_the_model_and_the_cooldown(
     record = status(kube)["retrain"]["history"][0]
     assert record["outcome"] == "Rejected"
     assert "accuracy dropped" in record["message"]
+    assert "previousModel" not in record  # nothing was replaced
     assert served_uri(kube) == V1
     assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]  # cooldown 1h
     assert condition(kube, "Retraining")["reason"] == "RetrainCoolingDown"
@@ -437,7 +439,9 @@ async def test_manual_promotion_waits_for_the_annotation(
     clock.tick()
     await reconcile(runtime)
     assert served_uri(kube) == OJ_ARCHIVE
-    assert status(kube)["retrain"]["history"][0]["outcome"] == "Promoted"
+    record = status(kube)["retrain"]["history"][0]
+    assert record["outcome"] == "Promoted"
+    assert record["previousModel"]["archiveUri"] == V1
     assert "candidateModel" not in status(kube)
 
 

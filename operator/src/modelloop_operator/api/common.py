@@ -335,3 +335,22 @@ class Lineage(StatusModel):
 
     triggered_by: RetrainTrigger | None = None
     """Set when an automatic retrain created the job; absent for jobs a person created."""
+
+
+class ServedModel(StatusModel):
+    """A model the deployment serves or could serve."""
+
+    archive_uri: Annotated[str, Field(max_length=1024)] | None = None
+    """The archive the servers load."""
+
+    version: Annotated[str, Field(max_length=253)] | None = None
+    """Short name for the model: the job it came from, or the archive's checksum prefix."""
+
+    source: Annotated[str, Field(max_length=512)] | None = None
+    """What produced it: OptimizationJob/<name>, TrainingJob/<name> or the URI."""
+
+    checksum: Annotated[str, Field(max_length=256)] | None = None
+    """sha256:<hex> of the weights."""
+
+    lineage: Lineage | None = None
+    """Base model, dataset, jobs, and the retrain trigger if any."""

@@ -18,7 +18,6 @@ from .base import SpecModel, StatusModel
 from .common import (
     Condition,
     Duration,
-    Lineage,
     LocalObjectReference,
     NodeResources,
     OutputURI,
@@ -26,6 +25,10 @@ from .common import (
     Scheduling,
     StorageSpec,
 )
+
+# ServedModel lives in common (RetrainRecord in monitoring uses it too); it is still part
+# of this kind's API, so it is re-exported here.
+from .common import ServedModel as ServedModel
 from .markers import Rule, k8s
 from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
 from .monitoring import AnalysisStatus, MonitoringSpec, RetrainSpec, RetrainStatus
@@ -227,27 +230,32 @@ class ModelDeploymentPhase(StrEnum):
     FAILED = "Failed"
 
 
-class ServedModel(StatusModel):
-    """A model the deployment serves or could serve."""
+class RolloutPhase(StrEnum):
+    """Where a rollout stands."""
 
-    archive_uri: Annotated[str, Field(max_length=1024)] | None = None
-    """The archive the servers load."""
+    IDLE = "Idle"
+    """One model (the stable one) serves everything; status.rollout is then absent."""
 
-    version: Annotated[str, Field(max_length=253)] | None = None
-    """Short name for the model: the job it came from, or the archive's checksum prefix."""
+    PROGRESSING = "Progressing"
+    """A canary serves the target model to the share of traffic of the current step."""
 
-    source: Annotated[str, Field(max_length=512)] | None = None
-    """What produced it: OptimizationJob/<name>, TrainingJob/<name> or the URI."""
+    PROMOTING = "Promoting"
+    """Every step passed: the stable servers roll to the target model."""
 
-    checksum: Annotated[str, Field(max_length=256)] | None = None
-    """sha256:<hex> of the weights."""
-
-    lineage: Lineage | None = None
-    """Base model, dataset, jobs, and the retrain trigger if any."""
+    ROLLED_BACK = "RolledBack"
+    """The target failed its analysis; the stable model serves everything and the target
+    is not tried again until spec.model names another model."""
 
 
 class RolloutStatus(StatusModel):
     """Progress of the current rollout."""
+
+    phase: RolloutPhase | None = None
+    """Idle, Progressing, Promoting or RolledBack. Absent in status written before this
+    field existed."""
+
+    stable_model: ServedModel | None = None
+    """The model the stable servers run while the rollout lasts (the rollback target)."""
 
     strategy: Annotated[str, Field(max_length=64)] | None = None
     """Strategy in use."""
@@ -343,6 +351,8 @@ MODELDEPLOYMENT_KIND = KindInfo(
                       description="Pending, Progressing, Ready, Degraded or Failed."),
         PrinterColumn(name="Model", type="string", json_path=".status.activeModel.version",
                       description="The model now served."),
+        PrinterColumn(name="Rollout", type="string", json_path=".status.rollout.phase",
+                      description="Progressing, Promoting or RolledBack; empty when idle."),
         PrinterColumn(name="Ready", type="integer", json_path=".status.readyReplicas",
                       description="Servers ready to answer."),
         PrinterColumn(name="URL", type="string", json_path=".status.url",

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from .base import SpecModel, StatusModel
-from .common import Duration, HttpURL, LabelValue, TriggerCheck
+from .common import Duration, HttpURL, LabelValue, ServedModel, TriggerCheck
 from .markers import Rule, k8s
 from .optimizationjob import OptimizationJobSettings
 from .scalars import check_pattern
@@ -103,8 +103,10 @@ class MonitoringSpec(SpecModel):
     """Consecutive failed evaluations before the deployment is Degraded (and a retrain
     may start)."""
 
-    min_samples: Annotated[int, Field(ge=0, le=100_000_000)] = 100
-    """Fewest requests in the window for a check to count; fewer is Inconclusive."""
+    min_samples: Annotated[int, Field(ge=0, le=100_000_000)] = 300
+    """Fewest requests in the window for a check to count; fewer is missing data. Drift
+    over few samples is noise: on an unchanged distribution its 95th percentile is 0.10
+    at 100 samples and 0.05 at 200."""
 
     on_missing_data: OnMissingData = OnMissingData.INCONCLUSIVE
     """What a check without enough data counts as. Missing data is never Healthy."""
@@ -179,8 +181,10 @@ class Promotion(StrEnum):
     """Roll it out at once, through spec.rollout."""
 
     MANUAL = "manual"
-    """Record it in status.candidateModel; a person promotes it by pointing spec.model at
-    it (a Git change)."""
+    """Record it in status.candidateModel; a person promotes it either by annotating the
+    ModelDeployment with modelloop.dev/approve-promotion: <TrainingJob or OptimizationJob
+    name> (metadata, not spec, so Argo CD does not revert it), or by pointing spec.model
+    at it (a Git change)."""
 
 
 class RetrainSpec(SpecModel):
@@ -212,7 +216,9 @@ class RetrainSpec(SpecModel):
     """Most retrains triggered in any 24 hours."""
 
     promotion: Promotion = Promotion.MANUAL
-    """auto: roll out an accepted model at once; manual: wait for a person."""
+    """auto: roll out an accepted model at once; manual: wait for a person to approve it
+    with the annotation modelloop.dev/approve-promotion: <TrainingJob or OptimizationJob
+    name> on this ModelDeployment, or to point spec.model at it."""
 
     @model_validator(mode="after")
     def _template_when_enabled(self) -> RetrainSpec:
@@ -304,6 +310,9 @@ class RetrainRecord(StatusModel):
 
     checks: Annotated[list[TriggerCheck], Field(max_length=64)] = Field(default_factory=list)
     """The failed checks that triggered it."""
+
+    previous_model: ServedModel | None = None
+    """On promotion: the model it replaced, i.e. where to roll back to."""
 
     message: Annotated[str, Field(max_length=1024)] = ""
     """Details (e.g. why it was rejected)."""

@@ -222,7 +222,8 @@ async def drive_retrains(*, kube: KubeClient, owner: Owner, spec: ModelDeploymen
         new = step.record
         if new.outcome is RetrainOutcome.PROMOTED and step.candidate is not None:
             was = active.version if active is not None else "nothing"
-            new = new.model_copy(update={"message": f"{new.message}; replaced {was}"})
+            new = new.model_copy(update={"message": f"{new.message}; replaced {was}",
+                                         "previous_model": active})
         if new.outcome is not record.outcome and new.outcome in _OUTCOME_EVENTS:
             type_, reason = _OUTCOME_EVENTS[new.outcome]
             events.append(LoopEvent(type_, reason, f"{new.training_job}: {new.message}"))

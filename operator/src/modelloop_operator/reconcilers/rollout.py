@@ -38,16 +38,10 @@ from ..api.modeldeployment import (
     ServedModel,
 )
 
+# The phases are API (status.rollout.phase); the state machine's users import them here.
+from ..api.modeldeployment import RolloutPhase as RolloutPhase
+
 APPROVED_STEP_ANNOTATION: Final = "modelloop.dev/canary-approved-step"
-
-
-class RolloutPhase(StrEnum):
-    """Where a rollout stands."""
-
-    IDLE = "Idle"
-    PROGRESSING = "Progressing"
-    PROMOTING = "Promoting"
-    ROLLED_BACK = "RolledBack"
 
 
 class Verdict(StrEnum):
@@ -213,27 +207,37 @@ def finish_promotion(state: RolloutState, *, stable_rolled_out: bool) -> Rollout
 
 def to_status(state: RolloutState, *, strategy: RolloutStrategy,
               steps: Sequence[CanaryStep]) -> RolloutStatus | None:
-    """``status.rollout`` for a state (None when Idle). The phase is encoded in the
-    fields the API has: RolledBack = a target with weight 0 and no step; Promoting = the
-    step past the last one."""
+    """``status.rollout`` for a state (None when Idle: ``activeModel`` says it all). The
+    other fields still follow the encoding older operators read the phase from (RolledBack
+    = a target with weight 0 and no step; Promoting = the step past the last one), so a
+    downgrade reads the same state."""
     if state.phase is RolloutPhase.IDLE or state.canary is None:
         return None
     weight = 0 if state.phase is RolloutPhase.ROLLED_BACK else step_weight(steps, state.step)
-    return RolloutStatus(strategy=strategy.value, step=state.step, canary_weight=weight,
+    return RolloutStatus(phase=state.phase, stable_model=state.stable,
+                         strategy=strategy.value, step=state.step, canary_weight=weight,
                          target=state.canary, step_started_at=state.last_step_time,
                          message=state.message)
 
 
+def _encoded_phase(rollout: RolloutStatus, *, steps: Sequence[CanaryStep]) -> RolloutPhase:
+    """The phase of a ``status.rollout`` written before it had ``phase`` (an object
+    created by an older operator and not reconciled since)."""
+    if rollout.step is None and not rollout.canary_weight:
+        return RolloutPhase.ROLLED_BACK
+    if rollout.step is not None and rollout.step >= len(steps):
+        return RolloutPhase.PROMOTING
+    return RolloutPhase.PROGRESSING
+
+
 def from_status(*, active: ServedModel | None, rollout: RolloutStatus | None,
                 steps: Sequence[CanaryStep]) -> RolloutState:
-    """The state kept in status (see :func:`to_status`)."""
-    if rollout is None or rollout.target is None:
-        return RolloutState(stable=active, message=rollout.message if rollout else "")
-    if rollout.step is None and not rollout.canary_weight:
-        phase = RolloutPhase.ROLLED_BACK
-    elif rollout.step is not None and rollout.step >= len(steps):
-        phase = RolloutPhase.PROMOTING
-    else:
-        phase = RolloutPhase.PROGRESSING
-    return RolloutState(stable=active, canary=rollout.target, phase=phase, step=rollout.step,
+    """The state kept in status (see :func:`to_status`). The stable model is
+    ``rollout.stableModel``, or ``activeModel`` where an older operator wrote none."""
+    if rollout is None or rollout.target is None or rollout.phase is RolloutPhase.IDLE:
+        stable = rollout.stable_model if rollout and rollout.stable_model else active
+        return RolloutState(stable=stable, message=rollout.message if rollout else "")
+    phase = rollout.phase or _encoded_phase(rollout, steps=steps)
+    stable = rollout.stable_model or active
+    return RolloutState(stable=stable, canary=rollout.target, phase=phase, step=rollout.step,
                         last_step_time=rollout.step_started_at, message=rollout.message)
