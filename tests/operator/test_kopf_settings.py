@@ -46,6 +46,18 @@ def test_only_warnings_become_kopf_events() -> None:
     assert settings.posting.reporting_component == "modelloop-operator"
 
 
+def test_replicas_with_default_priority_do_not_all_pause() -> None:
+    # kopf pauses every replica that sees a live peer of equal priority: two replicas of
+    # one Deployment (same env) must end up with different priorities.
+    first = configured(peering_name="modelloop").peering.priority
+    second = configured(peering_name="modelloop").peering.priority
+    assert first > 0 and second > 0 and first != second
+
+
+def test_explicit_peering_priority_is_kept() -> None:
+    assert configured(peering_name="modelloop", peering_priority=7).peering.priority == 7
+
+
 def test_peering_when_named_standalone_otherwise() -> None:
     assert configured().peering.standalone
     ha = configured(peering_name="modelloop", namespaces=("a",))

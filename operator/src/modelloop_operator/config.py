@@ -42,6 +42,12 @@ class OperatorConfig(BaseSettings):
     """kopf peering object for high availability (only one replica works at a time);
     empty runs standalone, which is right for a single replica."""
 
+    peering_priority: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    """This replica's peering priority: the live replica with the highest one works, the
+    others pause. kopf pauses *every* replica that sees a peer of equal priority, so the
+    default 0 means "pick a random one at startup": replicas of one Deployment, started
+    from one pod template, then differ. Set it only to prefer one replica on purpose."""
+
     log_format: LogFormat = "full"
     """``plain``, ``full`` (with time and logger) or ``json`` for log collectors."""
 

@@ -8,6 +8,7 @@ line posted as an Event). An operator that users install has to choose each of t
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Final
 
 import kopf
@@ -60,6 +61,7 @@ def apply_kopf_settings(*, settings: kopf.OperatorSettings, config: OperatorConf
         settings.peering.name = config.peering_name
         settings.peering.mandatory = True
         settings.peering.clusterwide = config.clusterwide
+        settings.peering.priority = config.peering_priority or _random_priority()
 
     # Deleting an object stops its resync timer; a timer caught mid-reconcile is checked
     # again only after cancellation_polling (60 s by default), and the object waits on
@@ -70,3 +72,8 @@ def apply_kopf_settings(*, settings: kopf.OperatorSettings, config: OperatorConf
 
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
+
+
+def _random_priority() -> int:
+    """A priority in [1, 2**31): two replicas collide with probability ~1e-9."""
+    return 1 + secrets.randbelow(2**31 - 1)
