@@ -100,3 +100,11 @@ server-typecheck: venv ## mypy --strict and ruff over the server package and its
 
 bench-serve: venv ## TorchServe req/s at concurrency 8 vs in-process texts/s, fp32 and int8 (minutes)
 	$(PY) bench/serve_throughput.py
+
+# --- the whole loop on this machine (README "Quickstart (make demo)", "End-to-end test") ---
+.PHONY: demo test-e2e
+demo: venv cluster-binaries ## the quickstart loop for real: train, quantize, serve, predict (KEEP=1 leaves it up)
+	$(PY) hack/demo.py
+
+test-e2e: venv cluster-binaries ## the e2e tier: tests/e2e (real trainer, optimizer, TorchServe on the local stack)
+	$(PY) -m pytest tests/e2e -m e2e -s $(PYTEST_ARGS)

@@ -25,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.e2e import loop  # noqa: E402
+from tests.e2e.orphans import processes_using  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402
 
 Json = dict[str, Any]
@@ -162,7 +163,9 @@ def main() -> int:
         if stack is not None:
             say("stopping operator, pods and control plane")
             stack.stop()
-            say("stopped; nothing left running")
+            leftovers = processes_using(args.workdir)
+            say("stopped; nothing left running" if not leftovers
+                else f"stopped, but these processes remain: {leftovers}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Each step applies one manifest of examples/quickstart/ and waits for the transition the
 operator promises, returning the object so callers can assert on (or narrate) its status.
 Predictions go to the serving pod's own address (the pod runner gives every pod a loopback
-IP; there is no kube-proxy), found the way a Service finds it: through its EndpointSlice.
+IP; there is no kube-proxy), found the way a Service finds it: its selector's Ready pods.
 """
 
 from __future__ import annotations
@@ -111,15 +111,22 @@ def wait_phase(stack: Stack, kind: str, name: str, phases: set[str], *, timeout:
 # --- serving ----------------------------------------------------------------------------
 
 def serving_addresses(stack: Stack, service: str) -> list[str]:
-    """Ready endpoint addresses of a Service (what kube-proxy would route to)."""
-    slices = stack.list("endpointslices", f"kubernetes.io/service-name={service}")
-    return [address for s in slices for ep in s.get("endpoints", []) or []
-            if (ep.get("conditions") or {}).get("ready") for address in ep["addresses"]]
+    """IPs of the Ready pods a Service selects: what its EndpointSlice would list. The
+    EndpointSlice itself stays empty here: the API server rejects loopback addresses
+    in endpoints ("may not be in the loopback range"), and pod runner pods have nothing else.
+    """
+    svc = stack.get("service", service)
+    selector = ",".join(f"{k}={v}" for k, v in
+                        sorted(((svc or {}).get("spec", {}).get("selector") or {}).items()))
+    if not selector:
+        return []
+    return [pod["status"]["podIP"] for pod in stack.list("pods", selector)
+            if pod["status"].get("podIP") and pod["metadata"].get("deletionTimestamp") is None
+            and (condition(pod, "Ready") or {}).get("status") == "True"]
 
 
 def wait_serving_address(stack: Stack, service: str, *, timeout: float = 120) -> str:
-    """The first ready address of `service`: the EndpointSlice controller publishes a pod
-    a moment after the pod (and so the ModelDeployment) became Ready."""
+    """The first ready address of `service` (a pod may lag its ModelDeployment's status)."""
     addresses: list[str] = stack.wait_for(f"a ready endpoint of Service {service}",
                                           lambda: serving_addresses(stack, service),
                                           timeout=timeout, interval=0.5)

@@ -122,6 +122,15 @@ class Stack:
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None
+        _remove_temp_links(self.workdir)
+
+
+def _remove_temp_links(workdir: Path) -> None:
+    """The short /tmp links tests/e2e/bin/modelloop-serve made into this run's pods."""
+    for link in Path("/tmp").glob("mlts-*"):
+        with contextlib.suppress(OSError):
+            if link.is_symlink() and str(link.readlink()).startswith(str(workdir)):
+                link.unlink()
 
 
 def start_stack(workdir: Path, *, namespace: str = "quickstart",
