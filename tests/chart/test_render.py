@@ -535,8 +535,8 @@ def test_models_service_monitor_selects_the_operators_model_metrics_services(
     owner = Owner(api_version="modelloop.dev/v1alpha1", kind="ModelDeployment", name="news",
                   namespace="team-a", uid="0b7c1f5e-0000-4000-8000-000000000001")
     service = build_metrics_service(ctx=ServingContext(
-        owner=owner, spec=spec, default_image="server:1", default_cpu="1",
-        default_memory="2Gi"))
+        owner=owner, spec=spec, default_image="server:1", init_image="trainer:1",
+        default_cpu="1", default_memory="2Gi"))
     for scenario, namespaces in (("monitoring", {"any": True}),
                                  ("watch-namespaces", None)):
         values = copy.deepcopy(SCENARIOS[scenario])
