@@ -53,6 +53,30 @@ def test_suspended_and_ttl_are_read_from_the_spec() -> None:
     assert observed.suspended and observed.ttl_seconds_after_finished == 30
 
 
+def test_the_programs_exit_code_in_the_message_wins_over_torchruns() -> None:
+    # torchrun exits 1 whenever a worker fails; the gate's 3 only survives in the message.
+    gate_missed = '{"v":1,"kind":"train","status":"Failed","exitCode":3,"message":"gate"}'
+    observed = observe_attempt(job=job(failed="BackoffLimitExceeded"), pods=[
+        pod(index=0, phase="Failed", exit_code=1, reason="Error", message=gate_missed)])
+    root = observed.first_failure
+    assert root is not None and root.exit_code == 3
+
+
+def test_container_exit_code_stands_without_a_usable_message() -> None:
+    for message in (None, "Traceback (most recent call last): ...", '{"exitCode": 0}',
+                    '{"exitCode": "3"}'):
+        observed = observe_attempt(job=job(failed="BackoffLimitExceeded"), pods=[
+            pod(index=0, phase="Failed", exit_code=137, reason="OOMKilled", message=message)])
+        root = observed.first_failure
+        assert root is not None and root.exit_code == 137, message
+
+
+def test_a_successful_container_is_not_turned_into_a_failure_by_its_message() -> None:
+    observed = observe_attempt(job=job(complete=True), pods=[
+        pod(index=0, phase="Succeeded", exit_code=0, message='{"exitCode": 3}')])
+    assert observed.pods[0].exit_code == 0
+
+
 def test_container_is_chosen_by_name() -> None:
     other = pod(index=0, phase="Failed", exit_code=9, container="sidecar")
     observed = observe_attempt(job=job(), pods=[other], container="trainer")

@@ -14,6 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from .termination import parse_termination_message
+
 COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
 DISRUPTION_TARGET: Final = "DisruptionTarget"
 
@@ -107,6 +109,18 @@ def _index(pod: Mapping[str, Any]) -> int | None:
         return None
 
 
+def _program_exit_code(message: str | None) -> int | None:
+    """The trainer's own non-zero exit code from its termination message, if it wrote one.
+
+    Under torchrun the container's exit code is torchrun's, 1 whenever a worker fails; the
+    worker's code (2 bad input, 3 gate missed, 4 rejected: docs/contracts.md) is what tells
+    a permanent failure from a retryable one, and only the message carries it.
+    """
+    parsed = parse_termination_message(message)
+    code = parsed.summary.exit_code if parsed.summary is not None else None
+    return code if code else None
+
+
 def observe_pod(pod: Mapping[str, Any], *, container: str | None = None) -> PodOutcome:
     """Reduce one pod: phase, disruption, and the terminated state of ``container`` (the
     first container when None)."""
@@ -116,6 +130,8 @@ def observe_pod(pod: Mapping[str, Any], *, container: str | None = None) -> PodO
                   None)
     terminated = ((chosen or {}).get("state") or {}).get("terminated") or {}
     exit_code = terminated.get("exitCode")
+    if isinstance(exit_code, int) and exit_code != 0:
+        exit_code = _program_exit_code(terminated.get("message")) or exit_code
     return PodOutcome(
         name=pod.get("metadata", {}).get("name", ""),
         index=_index(pod),
