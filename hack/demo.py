@@ -162,8 +162,9 @@ def main() -> int:
     finally:
         if stack is not None:
             say("stopping operator, pods and control plane")
+            dirs = [stack.workdir, *stack.pod_dirs]
             stack.stop()
-            leftovers = processes_using(args.workdir)
+            leftovers = [p for d in dirs for p in processes_using(d)]
             say("stopped; nothing left running" if not leftovers
                 else f"stopped, but these processes remain: {leftovers}")
 

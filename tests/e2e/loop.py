@@ -26,6 +26,8 @@ from .stack import Stack, StackError
 Json = dict[str, Any]
 QUICKSTART_DIR = REPO_ROOT / "examples" / "quickstart"
 INFERENCE_PORT = 8080
+MODEL_URI_ANNOTATION = "modelloop.dev/model-uri"
+"""On every serving pod: the archive it serves (operator builders/serving.py)."""
 # Pod addresses are loopback: never let an HTTP(S)_PROXY in the environment intercept them.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -110,7 +112,7 @@ def wait_phase(stack: Stack, kind: str, name: str, phases: set[str], *, timeout:
 
 # --- serving ----------------------------------------------------------------------------
 
-def serving_addresses(stack: Stack, service: str) -> list[str]:
+def serving_addresses(stack: Stack, service: str, model_uri: str = "") -> list[str]:
     """IPs of the Ready pods a Service selects: what its EndpointSlice would list. The
     EndpointSlice itself stays empty here: the API server rejects loopback addresses
     in endpoints ("may not be in the loopback range"), and pod runner pods have nothing else.
@@ -122,13 +124,17 @@ def serving_addresses(stack: Stack, service: str) -> list[str]:
         return []
     return [pod["status"]["podIP"] for pod in stack.list("pods", selector)
             if pod["status"].get("podIP") and pod["metadata"].get("deletionTimestamp") is None
-            and (condition(pod, "Ready") or {}).get("status") == "True"]
+            and (condition(pod, "Ready") or {}).get("status") == "True"
+            and (not model_uri or (pod["metadata"].get("annotations") or {})
+                 .get(MODEL_URI_ANNOTATION) == model_uri)]
 
 
-def wait_serving_address(stack: Stack, service: str, *, timeout: float = 120) -> str:
-    """The first ready address of `service` (a pod may lag its ModelDeployment's status)."""
+def wait_serving_address(stack: Stack, service: str, *, model_uri: str = "",
+                         timeout: float = 120) -> str:
+    """The first ready address of `service`, of a pod serving `model_uri` if given: right
+    after a promotion the old model's pod is still Ready for a moment."""
     addresses: list[str] = stack.wait_for(f"a ready endpoint of Service {service}",
-                                          lambda: serving_addresses(stack, service),
+                                          lambda: serving_addresses(stack, service, model_uri),
                                           timeout=timeout, interval=0.5)
     return addresses[0]
 

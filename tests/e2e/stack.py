@@ -52,6 +52,9 @@ class Stack:
     runner: PodRunner | None = None
     operator: RunningOperator | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    pod_dirs: list[Path] = field(default_factory=list)
+    """Where pod processes live besides `workdir` (the runner's short /tmp/mlp-* root, kept
+    short so Unix socket paths fit): the orphan check looks there too."""
 
     @property
     def plane(self) -> ControlPlane:
@@ -122,7 +125,8 @@ class Stack:
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None
-        _remove_temp_links(self.workdir)
+        for directory in (self.workdir, *self.pod_dirs):
+            _remove_temp_links(directory)
 
 
 def _remove_temp_links(workdir: Path) -> None:
@@ -186,6 +190,10 @@ def _start_runner(stack: Stack) -> None:
              "TOKENIZERS_PARALLELISM": "false"},
         backoff_initial=2.0, backoff_max=20.0)
     stack.runner.start()
+    settings = getattr(getattr(stack.runner, "_core", None), "settings", None)
+    short_root = getattr(settings, "short_root", None)
+    if short_root is not None:
+        stack.pod_dirs.append(Path(short_root))
 
 
 def _prepare_namespace(stack: Stack) -> None:

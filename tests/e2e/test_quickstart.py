@@ -17,13 +17,15 @@ from pathlib import Path
 import pytest
 
 from tests.harness.binaries import MissingBinariesError, locate
+from tests.harness.prometheus import prometheus_binary
 
-from . import loop
+from . import loop, retrain
 from .orphans import processes_using
+from .prometheus import Prometheus
 from .stack import Stack, start_stack
 
-# 7 minutes measured on the shared 2-core dev machine (load ~8); the limit leaves room for
-# a more loaded one.
+# 7 minutes measured on the shared 2-core dev machine (load ~8) for the quickstart test,
+# more for the retraining one; the limit leaves room for a more loaded machine.
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
@@ -32,7 +34,7 @@ MIN_TRAINED_ACCURACY = 0.5
 MIN_SERVED_ACCURACY = 0.5
 """On 20 held-out articles, 5 balanced topics: chance is 0.2."""
 SERVED: dict[str, str] = {}
-"""What the quickstart test deployed, for tests after it on the same stack."""
+"""What the quickstart test deployed, for the retrain test after it (same stack)."""
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +119,87 @@ def test_quickstart_trains_optimizes_and_serves(stack: Stack) -> None:
     SERVED["model"] = loop.model_name_of(archive)
 
 
+def test_shifted_traffic_retrains_once_promotes_and_drift_recovers(stack: Stack) -> None:
+    """Traffic mostly about sport: drift PSI crosses 0.2 in Prometheus -> Degraded -> one
+    retraining on data with the new mix -> int8 -> promoted -> drift back under 0.2."""
+    if "archive" not in SERVED:
+        pytest.fail("needs the deployment of the quickstart test above (it failed)")
+    if prometheus_binary() is None:
+        pytest.skip("prometheus not found: apt-get install -y prometheus")
+    started = time.monotonic()
+    prom = Prometheus(workdir=stack.workdir / "prometheus",
+                      list_pods=lambda: stack.list("pods"))
+    prom.start()
+    try:
+        _retrain_loop(stack, prom, started)
+    finally:
+        prom.stop()
+
+
+def _retrain_loop(stack: Stack, prom: Prometheus, started: float) -> None:
+    pools = retrain.traffic_pools()
+    retrain.write_dataset(stack.models_dir / retrain.DATASET_PATH)
+    stack.apply(retrain.monitored_deployment(prometheus_url=prom.url))
+    # Traffic only once the operator has taken in the new spec (and rolled, if it must).
+    stack.wait_for("ModelDeployment Ready at its new generation", lambda: (
+        (obj := stack.get("modeldeployment", "quickstart")) is not None
+        and loop.dig(obj, "status", "observedGeneration") == obj["metadata"]["generation"]
+        and loop.phase(obj) == "Ready"), timeout=600)
+    drift_query = ('max(modelloop_drift_psi{distribution="class",'
+                   f'namespace="{stack.namespace}"}})')
+
+    # Shifted traffic on the v1 server: PSI in Prometheus crosses the threshold.
+    address = loop.wait_serving_address(stack, "quickstart")
+    retrain.send_shifted(address, SERVED["model"], pools, batches=10)
+    drifted = stack.wait_for("drift PSI above 0.2 in Prometheus",
+                             lambda: (v := prom.value(drift_query)) is not None and v > 0.2
+                             and v, timeout=120)
+    mdep = stack.wait_for("ModelDeployment Degraded by the drift check", lambda: (
+        (obj := stack.get("modeldeployment", "quickstart")) is not None
+        and (loop.condition(obj, "Degraded") or {}).get("status") == "True" and obj),
+        timeout=300)
+    assert "drift" in (loop.condition(mdep, "Degraded") or {}).get("message", ""), mdep["status"]
+
+    # Exactly one retraining: its TrainingJob and OptimizationJob run for real.
+    jobs = stack.wait_for("the retrain TrainingJob", lambda: stack.list(
+        "trainingjobs", "modelloop.dev/modeldeployment=quickstart"), timeout=120)
+    assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
+    rt_name = jobs[0]["metadata"]["name"]
+    tj = loop.wait_phase(stack, "trainingjob", rt_name, {"Succeeded"}, timeout=1800)
+    assert tj["spec"]["dataset"]["uri"] == f"pvc://models/{retrain.DATASET_PATH}"
+    assert tj["status"]["lineage"]["triggeredBy"]["modelDeployment"] == "quickstart"
+    # Promoted and served: the phase stays Degraded until the new model's own analysis is
+    # Healthy, which needs the traffic below, so wait for a Ready replica instead.
+    mdep = stack.wait_for("the retrained model promoted and served", lambda: (
+        (obj := stack.get("modeldeployment", "quickstart")) is not None
+        and loop.dig(obj, "status", "activeModel", "archiveUri") not in (None, SERVED["archive"])
+        and loop.dig(obj, "status", "readyReplicas") == 1
+        and loop.dig(obj, "status", "replicas") == 1 and obj), timeout=1800)
+    active = mdep["status"]["activeModel"]
+    lineage = active["lineage"]
+    assert lineage["trainingJob"] == rt_name and lineage["optimizationJob"], lineage
+    assert lineage["baseModel"] == "builtin://all-minilm-l6-v2", lineage
+    assert lineage["triggeredBy"]["checks"][0]["name"] == "drift", lineage
+    history = mdep["status"]["retrain"]["history"]
+    assert [(h["trainingJob"], h["outcome"]) for h in history] == [(rt_name, "Promoted")]
+
+    # The same traffic on the promoted model: drift back to normal, analysis Healthy.
+    address = loop.wait_serving_address(stack, "quickstart", model_uri=active["archiveUri"])
+    new_model = loop.model_name_of(active["archiveUri"])
+    retrain.send_shifted(address, new_model, pools, batches=10)
+    healthy = stack.wait_for("drift back under 0.2 and the analysis Healthy", lambda: (
+        (obj := stack.get("modeldeployment", "quickstart")) is not None
+        and loop.dig(obj, "status", "analysis", "result") == "Healthy" and obj), timeout=300)
+    recovered = prom.value(drift_query)
+    assert recovered is not None and recovered < 0.2, recovered
+    assert len(stack.list("trainingjobs", "modelloop.dev/modeldeployment=quickstart")) == 1
+    print(f"\ne2e retrain: drift {drifted:.2f} -> {recovered:.2f} after promoting "
+          f"{active['archiveUri']}; loop {time.monotonic() - started:.0f}s; analysis "
+          f"{loop.dig(healthy, 'status', 'analysis', 'checks')}")
+
+
 def test_teardown_leaves_no_process(stack: Stack) -> None:
-    workdir = stack.workdir
+    dirs = [stack.workdir, *stack.pod_dirs]
     stack.stop()
-    leftovers = processes_using(Path(workdir))
+    leftovers = [p for d in dirs for p in processes_using(Path(d))]
     assert not leftovers, f"processes left behind: {leftovers}"
