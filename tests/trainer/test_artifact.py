@@ -20,6 +20,8 @@ from modelloop_trainer.profile import (
 )
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+Classifier = tuple[BertForSequenceClassification, object]
+
 LABELS = ["business", "sport", "tech"]
 TEXTS = ["shares fell after the merger", "the striker scored a goal", "a new phone chip", "x"]
 
@@ -33,7 +35,8 @@ def classifier(tiny_model_dir: Path) -> tuple[BertForSequenceClassification, obj
         label2id={name: i for i, name in enumerate(LABELS)},
     )
     torch.manual_seed(0)
-    model = BertForSequenceClassification(config).eval()
+    model = BertForSequenceClassification(config)
+    model.train(False)  # eval mode; .eval() is untyped in transformers
     return model, AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
@@ -54,7 +57,8 @@ def _probabilities(model: torch.nn.Module, tokenizer: object) -> torch.Tensor:
         return torch.softmax(model(**batch).logits, dim=-1)
 
 
-def test_float_model_round_trips_to_the_same_predictions(classifier, tmp_path: Path) -> None:
+def test_float_model_round_trips_to_the_same_predictions(
+        classifier: Classifier, tmp_path: Path) -> None:
     model, tokenizer = classifier
     _save(model, tokenizer, tmp_path / "a")
     loaded = load_artifact(tmp_path / "a")
@@ -66,7 +70,7 @@ def test_float_model_round_trips_to_the_same_predictions(classifier, tmp_path: P
 
 @pytest.mark.parametrize("embeddings", [False, True])
 def test_int8_model_is_stored_as_int8_and_reloads_bit_identical(
-    classifier, tmp_path: Path, embeddings: bool
+    classifier: Classifier, tmp_path: Path, embeddings: bool
 ) -> None:
     model, tokenizer = classifier
     _save(model, tokenizer, tmp_path / "float")
@@ -99,14 +103,15 @@ def test_int8_model_is_stored_as_int8_and_reloads_bit_identical(
     assert torch.equal(loaded.predict_proba(TEXTS), _probabilities(quantized, tokenizer))
 
 
-def test_quantized_artifact_refuses_gpu(classifier, tmp_path: Path) -> None:
+def test_quantized_artifact_refuses_gpu(classifier: Classifier, tmp_path: Path) -> None:
     model, tokenizer = classifier
     _save(quantize_dynamic_int8(model, Quantization()), tokenizer, tmp_path / "q")
     with pytest.raises(ArtifactError, match="CPU only"):
         load_artifact(tmp_path / "q", device="cuda")
 
 
-def test_corrupt_or_incomplete_artifacts_fail_with_the_reason(classifier, tmp_path: Path) -> None:
+def test_corrupt_or_incomplete_artifacts_fail_with_the_reason(
+        classifier: Classifier, tmp_path: Path) -> None:
     model, tokenizer = classifier
     _save(model, tokenizer, tmp_path / "a")
     weights = tmp_path / "a" / "model.safetensors"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from modelloop_trainer import train
@@ -14,7 +15,7 @@ from .conftest import make_examples, write_jsonl
 
 def _train(
     tmp_path: Path, model_dir: Path, *flags: str, data: str | None = None
-) -> tuple[int, dict]:
+) -> tuple[int, dict[str, Any]]:
     term = tmp_path / "term.json"
     args = [
         "--model-uri",
@@ -92,7 +93,7 @@ def test_train_rejects_bad_input_with_exit_code_2(
     tmp_path: Path,
     tiny_model_dir: Path,
 ) -> None:
-    resolved = []
+    resolved: list[str] = []
     for flag in flags:
         if flag.startswith("@"):
             if not resolved or resolved[-1] != "--validation-uri":
