@@ -58,17 +58,22 @@ def _runtime(memo: kopf.Memo) -> Runtime:
     return runtime
 
 
-async def _reconcile_training_job(*, memo: kopf.Memo, namespace: str | None, name: str | None,
-                                  trigger: str) -> None:
-    """Reconcile one TrainingJob and translate our errors into kopf's."""
+Reconcile = Callable[..., Awaitable[object]]
+
+
+async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | None,
+                   name: str | None, trigger: str) -> None:
+    """Run one reconcile, retrying conflicts at once, and translate our errors into
+    kopf's: permanent for invalid specs, temporary with a delay while waiting or after
+    a retryable API error."""
     if not namespace or not name:
         return
     runtime = _runtime(memo)
     try:
         for attempt in range(CONFLICT_RETRIES):
             try:
-                await reconcile_training_job(runtime=runtime, namespace=namespace, name=name,
-                                             trigger=trigger)
+                await reconcile(runtime=runtime, namespace=namespace, name=name,
+                                trigger=trigger)
                 return
             except ConflictError:
                 if attempt == CONFLICT_RETRIES - 1:
@@ -81,6 +86,13 @@ async def _reconcile_training_job(*, memo: kopf.Memo, namespace: str | None, nam
         if exc.retryable:
             raise kopf.TemporaryError(str(exc), delay=5) from exc
         raise kopf.PermanentError(str(exc)) from exc
+
+
+async def _reconcile_training_job(*, memo: kopf.Memo, namespace: str | None, name: str | None,
+                                  trigger: str) -> None:
+    """Reconcile one TrainingJob and translate our errors into kopf's."""
+    await _guarded(reconcile_training_job, memo=memo, namespace=namespace, name=name,
+                   trigger=trigger)
 
 
 def _pod_ended_or_disrupted(status: Mapping[str, Any], **_: Any) -> bool:
@@ -174,34 +186,6 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
 # Same shape as the TrainingJob's: every trigger runs the same idempotent reconcile. Both
 # kinds also listen to the objects they take their model from, so a source that finishes
 # (or appears) is noticed at once rather than at the next resync.
-
-Reconcile = Callable[..., Awaitable[object]]
-
-
-async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | None,
-                   name: str | None, trigger: str) -> None:
-    """Run one reconcile, retrying conflicts at once, and translate our errors into
-    kopf's (the TrainingJob wrapper's rules, for any reconciler)."""
-    if not namespace or not name:
-        return
-    runtime = _runtime(memo)
-    try:
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                await reconcile(runtime=runtime, namespace=namespace, name=name,
-                                trigger=trigger)
-                return
-            except ConflictError:
-                if attempt == CONFLICT_RETRIES - 1:
-                    raise
-    except InvalidSpecError as exc:
-        raise kopf.PermanentError(str(exc)) from exc
-    except WaitingError as exc:
-        raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
-    except KubeError as exc:
-        if exc.retryable:
-            raise kopf.TemporaryError(str(exc), delay=5) from exc
-        raise kopf.PermanentError(str(exc)) from exc
 
 
 def register_optimization_jobs(*, registry: kopf.OperatorRegistry,
