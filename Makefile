@@ -108,3 +108,12 @@ demo: venv cluster-binaries ## the quickstart loop for real: train, quantize, se
 
 test-e2e: venv cluster-binaries ## the e2e tier: tests/e2e (real trainer, optimizer, TorchServe on the local stack)
 	$(PY) -m pytest tests/e2e -m e2e -s $(PYTEST_ARGS)
+
+.PHONY: bench-operator bench-retrain
+bench-operator: venv cluster-binaries ## 500 TrainingJobs on kwok: create->status, create->Job p50/p99, operator RSS
+	$(PY) bench/operator_trainingjobs.py
+
+bench-retrain: venv cluster-binaries ## threshold crossing -> retraining TrainingJob, against a real Prometheus
+	$(PY) bench/retrain_latency.py
+
+bench: bench-operator bench-retrain bench-trainer bench-serve ## every benchmark (tens of minutes); figures in bench/results/*.json
