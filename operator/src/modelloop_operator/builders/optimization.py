@@ -18,6 +18,7 @@ from ..api.common import DatasetSpec, pvc_claim
 from ..api.optimizationjob import OptimizationJobSpec
 from .job import GangJobTemplate, Owner
 from .labels import OPTIMIZATION_JOB
+from .training import dataset_flags, number_flag
 
 OPTIMIZE_COMMAND: Final = "modelloop-optimize"
 CONTAINER: Final = "optimizer"
@@ -34,8 +35,6 @@ class OptimizationInputs:
     dataset: DatasetSpec
 
 
-def _number(value: float | int) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 def techniques_json(spec: OptimizationJobSpec) -> str:
@@ -46,24 +45,13 @@ def techniques_json(spec: OptimizationJobSpec) -> str:
 def build_optimize_flags(*, spec: OptimizationJobSpec, inputs: OptimizationInputs) -> list[str]:
     """``modelloop-optimize`` flags for the spec, in the contract's order."""
     data, packaging = inputs.dataset, spec.packaging
-    flags = [
-        f"--model-uri={inputs.model_uri}",
-        f"--dataset-uri={data.uri}",
-        f"--text-field={data.text_field}",
-        f"--label-field={data.label_field}",
-    ]
-    if data.validation_uri is not None:
-        flags.append(f"--validation-uri={data.validation_uri}")
-    else:
-        flags.append(f"--validation-split={_number(data.validation_split)}")
-    if data.max_samples is not None:
-        flags.append(f"--max-samples={data.max_samples}")
+    flags = [f"--model-uri={inputs.model_uri}", *dataset_flags(data)]
     flags += [
         f"--techniques={techniques_json(spec)}",
-        f"--max-accuracy-drop={_number(spec.acceptance.max_accuracy_drop)}",
+        f"--max-accuracy-drop={number_flag(spec.acceptance.max_accuracy_drop)}",
     ]
     if spec.acceptance.min_speedup is not None:
-        flags.append(f"--min-speedup={_number(spec.acceptance.min_speedup)}")
+        flags.append(f"--min-speedup={number_flag(spec.acceptance.min_speedup)}")
     flags += [
         f"--output-uri={spec.output.uri}",
         f"--archive-name={packaging.archive_name}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..api.common import pvc_claim
+from ..api.common import DatasetSpec, pvc_claim
 from ..api.trainingjob import TrainingJobSpec
 from .job import GangJobTemplate, Owner, master_address
 from .labels import TRAINING_JOB
@@ -20,16 +20,14 @@ CONTAINER: Final = "trainer"
 COMPONENT: Final = "training"
 
 
-def _number(value: float) -> str:
+def number_flag(value: float | int) -> str:
     """Floats as the shortest exact text (``5e-05``), ints without a decimal point."""
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def build_trainer_flags(*, spec: TrainingJobSpec) -> list[str]:
-    """``modelloop-train`` flags for the spec, in the contract's order."""
-    data, hp = spec.dataset, spec.hyperparameters
+def dataset_flags(data: DatasetSpec) -> list[str]:
+    """The dataset flags both trainer commands share (docs/contracts.md)."""
     flags = [
-        f"--model-uri={spec.model.uri}",
         f"--dataset-uri={data.uri}",
         f"--text-field={data.text_field}",
         f"--label-field={data.label_field}",
@@ -37,16 +35,23 @@ def build_trainer_flags(*, spec: TrainingJobSpec) -> list[str]:
     if data.validation_uri is not None:
         flags.append(f"--validation-uri={data.validation_uri}")
     else:
-        flags.append(f"--validation-split={_number(data.validation_split)}")
+        flags.append(f"--validation-split={number_flag(data.validation_split)}")
     if data.max_samples is not None:
         flags.append(f"--max-samples={data.max_samples}")
+    return flags
+
+
+def build_trainer_flags(*, spec: TrainingJobSpec) -> list[str]:
+    """``modelloop-train`` flags for the spec, in the contract's order."""
+    data, hp = spec.dataset, spec.hyperparameters
+    flags = [f"--model-uri={spec.model.uri}", *dataset_flags(data)]
     flags += [
         f"--output-uri={spec.output.uri}",
         f"--epochs={hp.epochs}",
         f"--batch-size={hp.batch_size}",
-        f"--learning-rate={_number(hp.learning_rate)}",
-        f"--weight-decay={_number(hp.weight_decay)}",
-        f"--warmup-ratio={_number(hp.warmup_ratio)}",
+        f"--learning-rate={number_flag(hp.learning_rate)}",
+        f"--weight-decay={number_flag(hp.weight_decay)}",
+        f"--warmup-ratio={number_flag(hp.warmup_ratio)}",
         f"--gradient-accumulation-steps={hp.gradient_accumulation_steps}",
         f"--max-length={hp.max_length}",
         f"--seed={hp.seed}",
@@ -54,7 +59,7 @@ def build_trainer_flags(*, spec: TrainingJobSpec) -> list[str]:
         f"--metric={spec.evaluation.metric.value}",
     ]
     if spec.evaluation.min_score is not None:
-        flags.append(f"--min-score={_number(spec.evaluation.min_score)}")
+        flags.append(f"--min-score={number_flag(spec.evaluation.min_score)}")
     flags.append("--termination-log=/dev/termination-log")
     return flags
 
