@@ -48,6 +48,9 @@ class Reason:
     EVALUATION_GATE_MISSED: Final = "EvaluationGateMissed"
     OPTIMIZATION_REJECTED: Final = "OptimizationRejected"
     TERMINATION_MESSAGE_UNREADABLE: Final = "TerminationMessageUnreadable"
+    UNSCHEDULABLE: Final = "Unschedulable"
+    IMAGE_PULL_FAILED: Final = "ImagePullFailed"
+    OOM_KILLED: Final = "OOMKilled"
     CHILD_CONFLICT: Final = "ChildConflict"
     CHILDREN_DELETED: Final = "ChildrenDeleted"
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from .pod_diagnosis import PodProblem, diagnose_pod
 from .termination import parse_termination_message
 
 COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
@@ -40,6 +41,11 @@ class PodOutcome:
     exit_code: int | None = None
     reason: str | None = None
     termination_message: str | None = None
+    disruption_reason: str | None = None
+    """The DisruptionTarget condition's reason (PreemptionByScheduler,
+    EvictionByEvictionAPI, DeletionByTaintManager, TerminationByKubelet, ...)."""
+    problem: PodProblem | None = None
+    """Why a Pending pod is not running (unschedulable, image pull, ...)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,11 @@ class AttemptObservation:
         (the other ranks usually fail only because this one went away)."""
         failed = [p for p in self.pods if p.phase == "Failed" and not p.disrupted]
         return min(failed, key=_order, default=None)
+
+    @property
+    def stuck(self) -> PodOutcome | None:
+        """The Pending pod with a problem and the lowest index: what holds the gang up."""
+        return min((p for p in self.pods if p.problem is not None), key=_order, default=None)
 
     @property
     def leader(self) -> PodOutcome | None:
@@ -132,14 +143,17 @@ def observe_pod(pod: Mapping[str, Any], *, container: str | None = None) -> PodO
     exit_code = terminated.get("exitCode")
     if isinstance(exit_code, int) and exit_code != 0:
         exit_code = _program_exit_code(terminated.get("message")) or exit_code
+    disruption = _true_conditions(pod).get(DISRUPTION_TARGET)
     return PodOutcome(
         name=pod.get("metadata", {}).get("name", ""),
         index=_index(pod),
         phase=status.get("phase", "Unknown"),
-        disrupted=DISRUPTION_TARGET in _true_conditions(pod),
+        disrupted=disruption is not None,
         exit_code=exit_code if isinstance(exit_code, int) else None,
         reason=terminated.get("reason"),
         termination_message=terminated.get("message"),
+        disruption_reason=(disruption or {}).get("reason"),
+        problem=diagnose_pod(pod),
     )
 
 

@@ -16,9 +16,27 @@ OptimizationJob). The rules, in the order they are checked:
 5. An exit code that means "will fail the same way again" (bad input, evaluation gate
    missed) fails the job without a retry.
 6. Any other failure uses one unit of ``backoffLimit``: restart the gang as attempt n+1
-   (it resumes from the last checkpoint), or fail once the budget is spent.
+   (it resumes from the last checkpoint), or fail once the budget is spent. OOMKilled is
+   retried like any crash (as a Job or Kubeflow Trainer would; the memory a step needs can
+   depend on the data it meets), but a job whose last attempt was OOMKilled fails with the
+   reason ``OOMKilled``, which says what to change: ``resources.memory``.
 7. Otherwise the current attempt should exist: suspended when the user asks, or while a
    Kueue queue has not admitted it yet.
+8. A Pending pod that cannot start says why in the job's conditions
+   (:mod:`.pod_diagnosis`), without using the backoff budget:
+
+   - ``Unschedulable`` (the scheduler's message, e.g. ``0/3 nodes are available: 3
+     Insufficient nvidia.com/gpu``): the job stays Pending, as a Job does, because
+     capacity may come (an autoscaler, other jobs finishing); ``activeDeadlineSeconds``
+     bounds the wait. Resources are immutable: to ask for less, recreate the job.
+   - ``ImagePullFailed`` (ErrImagePull, ImagePullBackOff, ...): Pending while the kubelet
+     retries, then Failed once the pod has been unable to pull for the image-pull grace
+     (``MODELLOOP_IMAGE_PULL_GRACE_SECONDS``, like Knative's progress deadline or
+     Tekton's image-pull timeout), because a pod waiting for its image holds its GPUs and
+     the image is part of the immutable spec. The Job is deleted; no retry. An image
+     reference that cannot be parsed (InvalidImageName) fails at once.
+   - any other waiting reason (e.g. CreateContainerConfigError: a missing Secret) keeps
+     the reason ``Pending`` with the kubelet's message.
 """
 
 from __future__ import annotations
@@ -31,7 +49,23 @@ from ..api.common import Condition, RunPolicy
 from ..api.jobs import JobPhase, JobStatus
 from ..status import ConditionType, Reason, set_condition
 from .observe import AttemptObservation, JobOutcome, PodOutcome
+from .pod_diagnosis import NEVER_PULLABLE, ProblemKind
 from .termination import parse_termination_message
+
+DEFAULT_IMAGE_PULL_GRACE = timedelta(minutes=5)
+"""How long a pod may fail to pull its image before the job fails (operator default)."""
+
+OOM_KILLED = "OOMKilled"
+"""The terminated reason the kubelet reports for a container the OOM killer ended."""
+
+DISRUPTIONS: Mapping[str, str] = {
+    "PreemptionByScheduler": "preempted by the scheduler for a higher-priority pod",
+    "EvictionByEvictionAPI": "evicted through the Eviction API (node drain)",
+    "DeletionByTaintManager": "deleted for a NoExecute taint on its node",
+    "TerminationByKubelet": "terminated by the kubelet (node pressure or shutdown)",
+    "DeletionByPodGC": "deleted by the pod garbage collector (its node is gone)",
+}
+"""What each DisruptionTarget reason of Kubernetes means, in words."""
 
 
 @dataclass(frozen=True)
@@ -117,13 +151,14 @@ def _is_running(observed: AttemptObservation) -> bool:
 def decide_run(
     *, policy: RunPolicy, record: RunRecord, observed: AttemptObservation, now: datetime,
     num_nodes: int, queued: bool, permanent_exit_codes: Mapping[int, str],
+    image_pull_grace: timedelta = DEFAULT_IMAGE_PULL_GRACE,
 ) -> RunDecision:
     """The next state of a job; see the module docstring for the rules.
 
     ``observed`` describes the Job of ``record.attempt`` (absent before the first one);
     ``queued`` says a Kueue queue admits the Job (it is created suspended and Kueue
     unsuspends it); ``permanent_exit_codes`` maps exit codes not worth retrying to the
-    reason reported.
+    reason reported; ``image_pull_grace`` is how long a pod may fail to pull its image.
     """
     attempt = max(record.attempt, 1)
     same = RunDecision(
@@ -154,12 +189,11 @@ def decide_run(
     gang_broken = observed.disrupted and num_nodes > 1 and observed.outcome is JobOutcome.ACTIVE
     if observed.outcome is JobOutcome.FAILED or gang_broken:
         if observed.disrupted:
-            victims = ", ".join(p.name for p in observed.pods if p.disrupted)
             return replace(
                 same, phase=JobPhase.PENDING, reason=Reason.DISRUPTED, attempt=attempt + 1,
                 disruptions=record.disruptions + 1, run_job=True,
                 suspend_job=policy.suspend or queued,
-                message=f"attempt {attempt} was disrupted ({victims}: preempted or evicted); "
+                message=f"attempt {attempt} was disrupted ({describe_disruptions(observed)}); "
                         f"restarting the gang as attempt {attempt + 1}, which does not count "
                         f"against backoffLimit")
         detail = describe_failure(attempt=attempt, observed=observed)
@@ -172,10 +206,13 @@ def decide_run(
                                    f"the same way again")
         failed = record.failed_attempts + 1
         if failed > policy.backoff_limit:
-            return replace(same, phase=JobPhase.FAILED, reason=Reason.BACKOFF_LIMIT_EXCEEDED,
+            oom = root is not None and root.reason == OOM_KILLED
+            hint = "; the last one ran out of memory: raise resources.memory" if oom else ""
+            return replace(same, phase=JobPhase.FAILED,
+                           reason=Reason.OOM_KILLED if oom else Reason.BACKOFF_LIMIT_EXCEEDED,
                            failed_attempts=failed, completion_time=now,
                            message=f"{detail}; {failed} failed attempts exceed backoffLimit "
-                                   f"{policy.backoff_limit}")
+                                   f"{policy.backoff_limit}{hint}")
         return replace(
             same, phase=JobPhase.PENDING, reason=Reason.RETRYING, attempt=attempt + 1,
             failed_attempts=failed, run_job=True, suspend_job=policy.suspend or queued,
@@ -193,6 +230,10 @@ def decide_run(
 
     resumed = record.phase is JobPhase.SUSPENDED
     start = now if record.start_time is None or resumed else record.start_time
+    stuck = observed.stuck
+    if stuck is not None and not resumed:
+        return _stuck_pod(same, pod=stuck, attempt=attempt, start=start, now=now,
+                          image_pull_grace=image_pull_grace)
     if _is_running(observed):
         return replace(same, phase=JobPhase.RUNNING, reason=Reason.RUNNING, run_job=True,
                        start_time=start, message=f"attempt {attempt} is running")
@@ -200,6 +241,49 @@ def decide_run(
                    reason=Reason.RESUMED if resumed else Reason.CREATED,
                    run_job=True, start_time=start,
                    message=f"attempt {attempt} is starting")
+
+
+def describe_disruptions(observed: AttemptObservation) -> str:
+    """Which pods were disrupted and by what: preemption and eviction read differently
+    to whoever has to act (PriorityClasses vs node drains and spot capacity)."""
+    parts = []
+    for pod in observed.pods:
+        if pod.disrupted:
+            why = DISRUPTIONS.get(pod.disruption_reason or "",
+                                  pod.disruption_reason or "preempted or evicted")
+            parts.append(f"{pod.name}: {why}")
+    return "; ".join(parts)
+
+
+def _stuck_pod(same: RunDecision, *, pod: PodOutcome, attempt: int, start: datetime,
+               now: datetime, image_pull_grace: timedelta) -> RunDecision:
+    """A Pending pod that cannot start (rule 8): say why, and fail only for an image
+    that stays unpullable past the grace."""
+    problem = pod.problem
+    assert problem is not None
+    text = f"attempt {attempt}: pod {pod.name} {problem.describe()}"
+    if problem.kind is ProblemKind.UNSCHEDULABLE:
+        return replace(same, phase=JobPhase.PENDING, reason=Reason.UNSCHEDULABLE,
+                       run_job=True, start_time=start,
+                       message=f"{text}; the job stays Pending until the pod fits "
+                               f"(resources are immutable: to ask for less, delete and "
+                               f"recreate the job)")
+    if problem.kind is ProblemKind.CONTAINER_WAITING:
+        return replace(same, phase=JobPhase.PENDING, reason=Reason.PENDING, run_job=True,
+                       start_time=start, message=text)
+    grace = int(image_pull_grace.total_seconds())
+    waited = now - problem.since if problem.since is not None else timedelta(0)
+    if problem.reason in NEVER_PULLABLE or waited >= image_pull_grace:
+        why = "the image reference is invalid" if problem.reason in NEVER_PULLABLE \
+            else f"still failing after {int(waited.total_seconds())} s (grace {grace} s)"
+        return replace(same, phase=JobPhase.FAILED, reason=Reason.IMAGE_PULL_FAILED,
+                       completion_time=now, stop_job=True, start_time=start,
+                       message=f"{text}; {why}; not retried: the image is part of the "
+                               f"spec, fix it in a new object")
+    return replace(same, phase=JobPhase.PENDING, reason=Reason.IMAGE_PULL_FAILED,
+                   run_job=True, start_time=start,
+                   message=f"{text}; the kubelet keeps retrying; the job fails if the image "
+                           f"cannot be pulled within {grace} s of the pod's start")
 
 
 def invalid_spec(*, record: RunRecord, message: str, now: datetime) -> RunDecision:
