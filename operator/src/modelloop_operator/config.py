@@ -64,6 +64,12 @@ class OperatorConfig(BaseSettings):
     master_port: Annotated[int, Field(ge=1, le=65535)] = 29500
     """torch.distributed rendezvous port on pod 0 (docs/contracts.md)."""
 
+    image_pull_grace_seconds: Annotated[float, Field(ge=0)] = 300.0
+    """How long a job's pod may keep failing to pull its image (ErrImagePull,
+    ImagePullBackOff), counted from when it was bound to its node, before the job fails
+    with ImagePullFailed. The kubelet retries meanwhile, so a short registry outage heals;
+    a wrong image does not, and its pod holds its GPUs while it waits. 0: fail at once."""
+
     watch_server_timeout: Annotated[int, Field(gt=0)] = 300
     """Seconds the API server keeps one watch request open before kopf reconnects
     (whole seconds: the API server rejects ``timeoutSeconds=300.0``)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.common import RunPolicy
@@ -39,7 +39,13 @@ from ..errors import KubeError, UnprocessableError, WaitingError
 from ..kube import JOBS, PODS, SERVICES, KubeClient, Object, Resource
 from ..status import Reason, merge_patch
 from .observe import AttemptObservation, observe_attempt
-from .runpolicy import RunDecision, RunRecord, decide_run, invalid_spec
+from .runpolicy import (
+    DEFAULT_IMAGE_PULL_GRACE,
+    RunDecision,
+    RunRecord,
+    decide_run,
+    invalid_spec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ WARNING_REASONS = frozenset({
     Reason.RETRYING, Reason.DISRUPTED, Reason.FAILED, Reason.BACKOFF_LIMIT_EXCEEDED,
     Reason.DEADLINE_EXCEEDED, Reason.INVALID_SPEC, Reason.INVALID_INPUT,
     Reason.EVALUATION_GATE_MISSED, Reason.OPTIMIZATION_REJECTED, Reason.CHILD_CONFLICT,
+    Reason.IMAGE_PULL_FAILED, Reason.OOM_KILLED,
 })
 
 
@@ -74,6 +81,9 @@ class GangRequest:
     """The pod template of attempt n; None when the spec is invalid."""
     spec_problem: str | None = None
     """Why the spec cannot run, when it cannot."""
+    image_pull_grace: timedelta = DEFAULT_IMAGE_PULL_GRACE
+    """How long a pod may fail to pull its image before the job fails
+    (``MODELLOOP_IMAGE_PULL_GRACE_SECONDS``)."""
 
     @property
     def namespace(self) -> str:
@@ -114,15 +124,24 @@ def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
 FINISHED_CONDITIONS = frozenset({"Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"})
 
 
+def starting(job: Mapping[str, Any], *, num_nodes: int) -> bool:
+    """Whether an unsuspended Job has fewer ready pods than the gang: its pods are read
+    then, so that one that cannot be scheduled or cannot pull its image is named in the
+    job's conditions (:mod:`.pod_diagnosis`) instead of being waited for silently."""
+    if job.get("spec", {}).get("suspend"):
+        return False
+    return int(job.get("status", {}).get("ready") or 0) < num_nodes
+
+
 def pods_matter(job: Mapping[str, Any], *, num_nodes: int) -> bool:
     """Whether the run policy needs the attempt's pods: once the Job has finished (exit
     codes, termination messages, disruptions), or while a multi-node gang runs (a
     disrupted rank breaks the gang). A single running pod is seen through the Job's
-    own ``status.ready``."""
+    own ``status.ready``; pods not all ready yet are read to tell why (:func:`starting`)."""
     conditions = job.get("status", {}).get("conditions") or []
     finished = any(c.get("type") in FINISHED_CONDITIONS and c.get("status") == "True"
                    for c in conditions)
-    return finished or num_nodes > 1
+    return finished or num_nodes > 1 or starting(job, num_nodes=num_nodes)
 
 
 async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangRequest,
@@ -254,14 +273,16 @@ async def reconcile_gang(*, kube: KubeClient, kind: GangKind, request: GangReque
         if record.phase is not None and record.phase.is_terminal:
             decision = decide_run(policy=request.policy, record=record, observed=observed,
                                   now=now, num_nodes=request.num_nodes, queued=request.queued,
-                                  permanent_exit_codes=kind.permanent_exit_codes)
+                                  permanent_exit_codes=kind.permanent_exit_codes,
+                                  image_pull_grace=request.image_pull_grace)
         else:
             decision = invalid_spec(record=record, now=now,
                                     message=request.spec_problem or "invalid spec")
     else:
         decision = decide_run(policy=request.policy, record=record, observed=observed, now=now,
                               num_nodes=request.num_nodes, queued=request.queued,
-                              permanent_exit_codes=kind.permanent_exit_codes)
+                              permanent_exit_codes=kind.permanent_exit_codes,
+                              image_pull_grace=request.image_pull_grace)
 
     await write_status(kube=kube, kind=kind, obj=request.obj,
                        status=status_for(decision, observed), decision=decision)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -354,7 +354,8 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
         obj=obj, record=record,
         policy=spec.run_policy if spec is not None else RunPolicy(),
         num_nodes=1, queued=bool(spec is not None and spec.scheduling.queue_name),
-        template_for=template_for, spec_problem=problem)
+        template_for=template_for, spec_problem=problem,
+        image_pull_grace=timedelta(seconds=runtime.config.image_pull_grace_seconds))
 
     def status_for(decision: RunDecision, observed: AttemptObservation) -> dict[str, Any]:
         new = optimization_status(old=old, decision=decision, observed=observed, spec=spec,

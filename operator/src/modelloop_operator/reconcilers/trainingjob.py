@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -172,7 +172,8 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
         policy=spec.run_policy if spec is not None else RunPolicy(),
         num_nodes=spec.num_nodes if spec is not None else 1,
         queued=bool(spec is not None and spec.scheduling.queue_name),
-        template_for=template_for, spec_problem=problem)
+        template_for=template_for, spec_problem=problem,
+        image_pull_grace=timedelta(seconds=runtime.config.image_pull_grace_seconds))
     triggered_by = _triggered_by(obj)
 
     def status_for(decision: RunDecision, observed: AttemptObservation) -> dict[str, Any]:
