@@ -3,6 +3,7 @@ security setting, selector, the HPA and the canary replica split."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -84,6 +85,26 @@ class TestConfigMap:
         assert props["metrics_address"] == "http://0.0.0.0:8082"
         assert props["management_address"] == "http://127.0.0.1:8081"
         assert props["metrics_mode"] == "prometheus"
+
+    def test_request_size_limit_comes_from_the_spec_with_a_1_mib_default(self) -> None:
+        def limit(**server: Any) -> str:
+            cm = build_config_map(ctx=context(server=server), track=Track.STABLE,
+                                  model=PVC_MODEL)
+            return read_properties(cm["data"]["config.properties"])["max_request_size"]
+
+        assert limit() == "1048576"
+        assert limit(maxRequestSizeBytes=65536) == "65536"
+
+    def test_per_model_settings_are_the_specs(self) -> None:
+        cm = build_config_map(ctx=context(server={
+            "workers": 3, "batchSize": 16, "maxBatchDelayMs": 5, "responseTimeoutSeconds": 9}),
+            track=Track.STABLE, model=PVC_MODEL)
+        models = json.loads(read_properties(cm["data"]["config.properties"])["models"])
+        entry = models["bbc"]["1.0"]
+        assert {k: entry[k] for k in ("minWorkers", "maxWorkers", "batchSize",
+                                      "maxBatchDelay", "responseTimeout")} == {
+            "minWorkers": 3, "maxWorkers": 3, "batchSize": 16, "maxBatchDelay": 5,
+            "responseTimeout": 9}
 
     def test_canary_has_its_own_config(self) -> None:
         cm = build_config_map(ctx=context(), track=Track.CANARY, model=PVC_MODEL)

@@ -146,7 +146,9 @@ class RolloutSpec(SpecModel):
 
 
 class ServerSpec(SpecModel):
-    """TorchServe tuning, written into its config.properties."""
+    """TorchServe tuning, written into its config.properties. These values win over the
+    model-config.yaml an archive carries (an OptimizationJob's packaging settings): the
+    server applies them to the archive before it loads it."""
 
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     """Worker processes per replica."""
@@ -162,6 +164,10 @@ class ServerSpec(SpecModel):
 
     job_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 100
     """Requests queued per model before new ones are refused (HTTP 503)."""
+
+    max_request_size_bytes: Annotated[int, Field(ge=1024, le=67_108_864)] = 1_048_576
+    """Largest request body accepted, in bytes; a larger one is refused with HTTP 413
+    before it reaches the model (TorchServe's max_request_size)."""
 
 
 class ModelDeploymentSpec(SpecModel):
@@ -190,7 +196,7 @@ class ModelDeploymentSpec(SpecModel):
     """Rollout strategy."""
 
     server: ServerSpec = Field(default_factory=ServerSpec, json_schema_extra=k8s(default={}))
-    """TorchServe tuning."""
+    """TorchServe tuning; wins over the settings packaged in the archive."""
 
     monitoring: MonitoringSpec | None = None
     """Health checks on Prometheus metrics; none when absent."""

@@ -51,7 +51,10 @@ class OptimizationSource(SpecModel):
     optimizes its output model."""
 
     model_uri: SourceURI | None = None
-    """A trained model directory (file://, pvc://<claim>/<path>, s3://)."""
+    """A trained model directory (modelloop-train output) under file://,
+    pvc://<claim>/<path> or s3://. builtin:// names pass the schema but are untrained base
+    models, which the optimizer rejects (the job fails with InvalidInput): train one with a
+    TrainingJob first."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> OptimizationSource:
@@ -172,7 +175,10 @@ class PackagingFormat(StrEnum):
 
 
 class Packaging(SpecModel):
-    """How the optimized model is packaged for the server."""
+    """How the optimized model is packaged for the server. batchSize, workers,
+    maxBatchDelayMs and responseTimeoutSeconds go into the archive's model-config.yaml:
+    defaults for the archive served on its own (torchserve --models x.mar). A
+    ModelDeployment serving the archive replaces them with its own spec.server values."""
 
     format: PackagingFormat = PackagingFormat.TORCHSERVE
     """Serving runtime: torchserve (a .mar archive)."""
@@ -184,16 +190,18 @@ class Packaging(SpecModel):
     """Model name inside the archive and in inference URLs (/predictions/<name>)."""
 
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
-    """Largest batch the server forms."""
+    """Largest batch the server forms; a ModelDeployment's server.batchSize wins."""
 
     workers: Annotated[int, Field(ge=1, le=64)] = 1
-    """Worker processes per server."""
+    """Worker processes per server; a ModelDeployment's server.workers wins."""
 
     max_batch_delay_ms: Annotated[int, Field(ge=0, le=60_000)] = 50
-    """How long the server waits to fill a batch."""
+    """How long the server waits to fill a batch, in milliseconds; a ModelDeployment's
+    server.maxBatchDelayMs wins."""
 
     response_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 120
-    """Time a worker may take for one batch before it is restarted."""
+    """Time a worker may take for one batch before it is restarted; a ModelDeployment's
+    server.responseTimeoutSeconds wins."""
 
 
 class OptimizationJobSettings(SpecModel):
@@ -215,7 +223,8 @@ class OptimizationJobSettings(SpecModel):
 
     packaging: Packaging = Field(
         default_factory=Packaging, json_schema_extra=k8s(immutable=True, default={}))
-    """Serving archive settings."""
+    """Serving archive settings: defaults for the archive served on its own; a
+    ModelDeployment serving it uses its own server settings instead."""
 
     output: OutputSpec = Field(json_schema_extra=k8s(immutable=True))
     """Where the optimized model, report.json and the archive are written."""

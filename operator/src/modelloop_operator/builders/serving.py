@@ -310,7 +310,8 @@ def torchserve_settings(*, spec: ModelDeploymentSpec, layout: ModelLayout) -> To
         workers=server.workers, batch_size=server.batch_size,
         max_batch_delay_ms=server.max_batch_delay_ms,
         response_timeout_s=server.response_timeout_seconds,
-        startup_timeout_s=MODEL_LOAD_SECONDS, job_queue_size=server.job_queue_size)
+        startup_timeout_s=MODEL_LOAD_SECONDS, job_queue_size=server.job_queue_size,
+        max_request_size_bytes=server.max_request_size_bytes)
 
 
 def render_config(*, ctx: ServingContext, model: ModelRef) -> str:
