@@ -200,3 +200,83 @@ async def test_a_first_attempt_costs_no_namespace_wide_list(
     await reconcile(runtime)
     await reconcile(runtime)
     assert "jobs" not in listed
+
+
+# --- children deleted by hand (docs/operator.md, "Children deleted by hand") ------------
+
+
+async def start_running(runtime: Runtime, kube: MemoryKube, **spec: Any) -> None:
+    """Create the job and play the Job controller until status says Running."""
+    create(kube, spec={"numNodes": 1, **spec})
+    await reconcile(runtime)
+    job = kube.stored(JOBS, NS, "bbc-a1")
+    assert job is not None
+    job["status"] = {"active": 1, "ready": 1}
+    await reconcile(runtime)
+    assert status(kube)["phase"] == "Running"
+
+
+async def test_a_running_job_deleted_by_hand_is_a_failed_attempt_then_retried(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    await start_running(runtime, kube, runPolicy={"backoffLimit": 2})
+    del kube.objects[("jobs", NS, "bbc-a1")]
+    kube.writes.clear()
+    await reconcile(runtime)
+    st = status(kube)
+    assert (st["phase"], st["attempts"], st["failedAttempts"]) == ("Pending", 2, 1)
+    progressing = next(c for c in st["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "ChildrenDeleted"
+    assert "bbc-a1 was deleted while it was running" in st["message"]
+    assert ("Warning", "ChildrenDeleted") in kube.events
+    # The retry is recorded before its Job exists, and the deleted name is not reused.
+    assert kube.writes.index(("patch/status", "trainingjobs", "bbc")) < kube.writes.index(
+        ("apply", "jobs", "bbc-a2"))
+    assert kube.stored(JOBS, NS, "bbc-a1") is None
+
+
+async def test_a_deleted_running_job_past_the_backoff_limit_fails_the_job(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    await start_running(runtime, kube, runPolicy={"backoffLimit": 0})
+    del kube.objects[("jobs", NS, "bbc-a1")]
+    kube.writes.clear()
+    await reconcile(runtime)
+    st = status(kube)
+    assert (st["phase"], st["failedAttempts"]) == ("Failed", 1)
+    failed = next(c for c in st["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert "ChildrenDeleted" in failed["message"]
+    assert not [w for w in kube.writes if w[0] == "apply"]
+
+
+async def test_a_job_being_deleted_while_running_counts_as_deleted(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    await start_running(runtime, kube, runPolicy={"backoffLimit": 1})
+    job = kube.stored(JOBS, NS, "bbc-a1")
+    assert job is not None
+    job["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"  # foreground deletion
+    await reconcile(runtime)
+    assert (status(kube)["attempts"], status(kube)["failedAttempts"]) == (2, 1)
+    assert kube.stored(JOBS, NS, "bbc-a2") is not None
+
+
+async def test_a_job_deleted_before_it_ran_is_recreated_for_the_same_attempt(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    """Indistinguishable from a crash between recording the attempt and creating its
+    Job, and nothing ran: created again, no attempt used."""
+    create(kube, spec={"numNodes": 1})
+    await reconcile(runtime)
+    del kube.objects[("jobs", NS, "bbc-a1")]
+    await reconcile(runtime)
+    assert kube.stored(JOBS, NS, "bbc-a1") is not None
+    st = status(kube)
+    assert (st["phase"], st["attempts"], st["failedAttempts"]) == ("Pending", 1, 0)
+    assert ("Warning", "ChildrenDeleted") not in kube.events
+
+
+async def test_a_deleted_rendezvous_service_is_recreated_while_the_job_runs(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    await start_running(runtime, kube)
+    del kube.objects[("services", NS, "bbc")]
+    await reconcile(runtime)
+    assert kube.stored(SERVICES, NS, "bbc") is not None
+    assert status(kube)["attempts"] == 1

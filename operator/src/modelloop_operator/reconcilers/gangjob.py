@@ -13,13 +13,19 @@ rest, the same way for every kind:
    the deterministic Job name ``<name>-a<n+1>`` makes the creation idempotent;
 4. **children** - server-side apply the Service and the attempt's Job (or, once
    terminal, stop and tidy them: never create).
+
+Children deleted by someone else (docs/operator.md, "Children deleted by hand"): a
+missing Service is simply applied again; a missing Job is recreated for the same attempt
+unless status recorded that attempt as Running, in which case its pods' work is lost
+and the attempt counts as failed (reason ``ChildrenDeleted``), retried within
+``backoffLimit`` like any other failure. A finished job recreates nothing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +44,7 @@ from ..builders.job import (
 from ..errors import KubeError, UnprocessableError, WaitingError
 from ..kube import JOBS, PODS, SERVICES, KubeClient, Object, Resource
 from ..status import Reason, merge_patch
-from .observe import AttemptObservation, observe_attempt
+from .observe import AttemptObservation, JobOutcome, observe_attempt
 from .runpolicy import (
     DEFAULT_IMAGE_PULL_GRACE,
     RunDecision,
@@ -54,6 +60,7 @@ WARNING_REASONS = frozenset({
     Reason.DEADLINE_EXCEEDED, Reason.INVALID_SPEC, Reason.INVALID_INPUT,
     Reason.EVALUATION_GATE_MISSED, Reason.OPTIMIZATION_REJECTED, Reason.CHILD_CONFLICT,
     Reason.IMAGE_PULL_FAILED, Reason.OOM_KILLED,
+    Reason.CHILDREN_DELETED,
 })
 
 
@@ -124,6 +131,12 @@ def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
 FINISHED_CONDITIONS = frozenset({"Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"})
 
 
+def _finished(job: Mapping[str, Any]) -> bool:
+    conditions = job.get("status", {}).get("conditions") or []
+    return any(c.get("type") in FINISHED_CONDITIONS and c.get("status") == "True"
+               for c in conditions)
+
+
 def starting(job: Mapping[str, Any], *, num_nodes: int) -> bool:
     """Whether an unsuspended Job has fewer ready pods than the gang: its pods are read
     then, so that one that cannot be scheduled or cannot pull its image is named in the
@@ -138,10 +151,33 @@ def pods_matter(job: Mapping[str, Any], *, num_nodes: int) -> bool:
     codes, termination messages, disruptions), or while a multi-node gang runs (a
     disrupted rank breaks the gang). A single running pod is seen through the Job's
     own ``status.ready``; pods not all ready yet are read to tell why (:func:`starting`)."""
-    conditions = job.get("status", {}).get("conditions") or []
-    finished = any(c.get("type") in FINISHED_CONDITIONS and c.get("status") == "True"
-                   for c in conditions)
-    return finished or num_nodes > 1 or starting(job, num_nodes=num_nodes)
+    return _finished(job) or num_nodes > 1 or starting(job, num_nodes=num_nodes)
+
+
+def being_deleted(job: Mapping[str, Any]) -> bool:
+    """Whether an unfinished Job is on its way out (someone deleted it, e.g. with
+    foreground propagation): its pods are going, so it counts as deleted already. A
+    finished one still tells how the attempt ended, so it is observed as usual."""
+    return bool(job.get("metadata", {}).get("deletionTimestamp")) and not _finished(job)
+
+
+def job_lost(*, record: RunRecord, observed: AttemptObservation) -> bool:
+    """Whether the attempt's Job was deleted by someone else while it ran.
+
+    Only a Running attempt counts: status says its pods ran, so their work is lost. A
+    Job missing while status says Pending or Suspended cannot be told apart from one
+    the operator had not created yet (a crash between recording the attempt and
+    creating its Job), and nothing ran in it: it is simply created (again).
+    """
+    return record.phase is JobPhase.RUNNING and observed.outcome is JobOutcome.ABSENT
+
+
+def lost_job_observation(*, observed: AttemptObservation, job: str) -> AttemptObservation:
+    """The observation of a lost Job: a failed attempt with a reason that says why, so
+    the run policy retries it within ``backoffLimit`` or fails the job."""
+    return replace(observed, outcome=JobOutcome.FAILED, job_reason=Reason.CHILDREN_DELETED,
+                   job_message=f"its Job {job} was deleted while it was running "
+                               f"({Reason.CHILDREN_DELETED})")
 
 
 async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangRequest,
@@ -159,6 +195,8 @@ async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangReques
     current = await kube.get(resource=JOBS, namespace=ns, name=current_name)
     if current is not None and not controlled_by(current, request.uid):
         current = None  # someone else's Job: never observed, deleted or adopted
+    if current is not None and being_deleted(current):
+        current = None
     stale: tuple[Object, ...] = ()
     record = request.record
     if attempt > 1 or (record.phase is not None and record.phase.is_terminal):
@@ -269,6 +307,10 @@ async def reconcile_gang(*, kube: KubeClient, kind: GangKind, request: GangReque
     snapshot = await take_snapshot(kube=kube, kind=kind, request=request,
                                    attempt=max(record.attempt, 1))
     observed = observe_attempt(job=snapshot.job, pods=snapshot.pods, container=kind.container)
+    lost = job_lost(record=record, observed=observed)
+    if lost:
+        observed = lost_job_observation(
+            observed=observed, job=job_name(name=request.name, attempt=record.attempt))
     if request.spec_problem is not None or request.template_for is None:
         if record.phase is not None and record.phase.is_terminal:
             decision = decide_run(policy=request.policy, record=record, observed=observed,
@@ -283,6 +325,8 @@ async def reconcile_gang(*, kube: KubeClient, kind: GangKind, request: GangReque
                               num_nodes=request.num_nodes, queued=request.queued,
                               permanent_exit_codes=kind.permanent_exit_codes,
                               image_pull_grace=request.image_pull_grace)
+    if lost and decision.reason == Reason.RETRYING:
+        decision = replace(decision, reason=Reason.CHILDREN_DELETED)
 
     await write_status(kube=kube, kind=kind, obj=request.obj,
                        status=status_for(decision, observed), decision=decision)

@@ -4,7 +4,9 @@ children, write status. One level-based pass, safe to repeat:
 1. **snapshot** - the object, the OptimizationJob or TrainingJob it names, both Deployments;
 2. **decide** - source (:mod:`.sources`) and rollout state (:mod:`.rollout`), pure;
 3. **children** - server-side apply of ConfigMap(s), Deployment(s), the two Services and
-   the HPA; the canary's pair and a dropped HPA are deleted;
+   the HPA; the canary's pair and a dropped HPA are deleted. A child that status says
+   was there and is missing was deleted by hand: it is recreated, with a Warning Event
+   ``ChildrenDeleted`` (docs/operator.md, "Children deleted by hand");
 4. **status** - computed by :mod:`.deployment_status`, patched only when it changed, with
    an Event when the phase or the rollout phase changes.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -47,9 +50,9 @@ from ..builders.serving import (
     service_url,
     split_replicas,
 )
-from ..errors import WaitingError
+from ..errors import KubeError, WaitingError
 from ..kube import SERVICES, KubeClient, Object, Resource
-from ..status import merge_patch
+from ..status import Reason, merge_patch
 from .deployment_status import (
     ServingObservation,
     invalid_spec_status,
@@ -191,8 +194,10 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
     state = decide_rollout(state, inputs=inputs, now=now)
 
     if state.stable is not None:
-        await _apply_children(kube=kube, ctx=ctx, state=state, stable_seen=stable_obj,
-                              uid=meta["uid"])
+        recreated = await _apply_children(
+            kube=kube, ctx=ctx, state=state, stable_seen=stable_obj, uid=meta["uid"],
+            seen=children_seen(old=old, generation=generation))
+        await _report_recreated(kube, involved=obj, recreated=recreated)
     obs = ServingObservation(
         source=source, state=state, strategy=spec.rollout.strategy,
         stable=stable_seen, canary=canary_seen if state.canary is not None else
@@ -229,8 +234,9 @@ def _replicas(*, spec: ModelDeploymentSpec, state: RolloutState,
 
 
 async def _apply_owned(*, kube: KubeClient, resource: Resource, manifest: Mapping[str, Any],
-                       uid: str) -> None:
-    """Apply a child, refusing to take over an object someone else created."""
+                       uid: str) -> bool:
+    """Apply a child, refusing to take over an object someone else created. Returns
+    whether the child was missing (so this apply created it)."""
     meta = manifest["metadata"]
     existing = await kube.get(resource=resource, namespace=meta["namespace"], name=meta["name"])
     if existing is not None and not controlled_by(existing, uid):
@@ -238,6 +244,7 @@ async def _apply_owned(*, kube: KubeClient, resource: Resource, manifest: Mappin
             f"{resource.kind} {meta['namespace']}/{meta['name']} exists and is not owned by "
             f"this ModelDeployment; rename or delete it", delay=30)
     await kube.apply(resource=resource, manifest=manifest)
+    return existing is None
 
 
 async def _delete_owned(*, kube: KubeClient, resource: Resource, namespace: str, name: str,
@@ -247,44 +254,87 @@ async def _delete_owned(*, kube: KubeClient, resource: Resource, namespace: str,
         await kube.delete(resource=resource, namespace=namespace, name=name)
 
 
+@dataclass(frozen=True)
+class ChildrenSeen:
+    """What the last recorded status says about the children: which ones must exist
+    already, so that a missing one was deleted behind our back rather than never made."""
+
+    serving: bool
+    """Status records a served model: the stable ConfigMap and Deployment and both
+    Services were applied before it was written."""
+    autoscaler: bool
+    """...and the autoscaler too (the spec asking for one was already observed)."""
+
+
+def children_seen(*, old: ModelDeploymentStatus, generation: int | None) -> ChildrenSeen:
+    """Children status vouches for (pure): status is written only after they were
+    applied, so what it records was there at the last reconcile."""
+    serving = old.active_model is not None
+    return ChildrenSeen(serving=serving,
+                        autoscaler=serving and old.observed_generation == generation)
+
+
 async def _apply_children(*, kube: KubeClient, ctx: ServingContext, state: RolloutState,
-                          stable_seen: Mapping[str, Any] | None, uid: str) -> None:
+                          stable_seen: Mapping[str, Any] | None, uid: str,
+                          seen: ChildrenSeen) -> list[str]:
+    """Apply every child; returns the ones that had been there and were missing (deleted
+    by hand: recreated now, and worth an Event). The canary's come and go with the
+    rollout, so only the always-present children are counted."""
     assert state.stable is not None
     spec, name, ns = ctx.spec, ctx.owner.name, ctx.owner.namespace
     promoting = state.phase is RolloutPhase.PROMOTING and state.canary is not None
     stable_model = model_ref(state.canary if promoting and state.canary else state.stable)
     stable_replicas, canary_replicas = _replicas(spec=spec, state=state, stable_obj=stable_seen)
+    recreated: list[str] = []
 
-    await _apply_owned(kube=kube, resource=CONFIG_MAPS, uid=uid,
-                       manifest=build_config_map(ctx=ctx, track=Track.STABLE,
-                                                 model=stable_model))
-    await _apply_owned(kube=kube, resource=DEPLOYMENTS, uid=uid,
-                       manifest=build_deployment(ctx=ctx, track=Track.STABLE,
-                                                 model=stable_model, replicas=stable_replicas))
+    async def apply(resource: Resource, manifest: Mapping[str, Any], *, expected: bool) -> None:
+        created = await _apply_owned(kube=kube, resource=resource, uid=uid, manifest=manifest)
+        if created and expected:
+            recreated.append(f"{resource.kind} {manifest['metadata']['name']}")
+
+    await apply(CONFIG_MAPS, build_config_map(ctx=ctx, track=Track.STABLE, model=stable_model),
+                expected=seen.serving)
+    await apply(DEPLOYMENTS, build_deployment(ctx=ctx, track=Track.STABLE, model=stable_model,
+                                              replicas=stable_replicas),
+                expected=seen.serving)
     if state.canary is not None and state.phase in (RolloutPhase.PROGRESSING,
                                                     RolloutPhase.PROMOTING):
         canary_model = model_ref(state.canary)
-        await _apply_owned(kube=kube, resource=CONFIG_MAPS, uid=uid,
-                           manifest=build_config_map(ctx=ctx, track=Track.CANARY,
-                                                     model=canary_model))
-        await _apply_owned(kube=kube, resource=DEPLOYMENTS, uid=uid,
-                           manifest=build_deployment(ctx=ctx, track=Track.CANARY,
-                                                     model=canary_model,
-                                                     replicas=canary_replicas))
+        await apply(CONFIG_MAPS, build_config_map(ctx=ctx, track=Track.CANARY,
+                                                  model=canary_model), expected=False)
+        await apply(DEPLOYMENTS, build_deployment(ctx=ctx, track=Track.CANARY,
+                                                  model=canary_model,
+                                                  replicas=canary_replicas), expected=False)
     else:
         await _delete_owned(kube=kube, resource=DEPLOYMENTS, namespace=ns, uid=uid,
                             name=deployment_name(name=name, track=Track.CANARY))
         await _delete_owned(kube=kube, resource=CONFIG_MAPS, namespace=ns, uid=uid,
                             name=config_map_name(name=name, track=Track.CANARY))
-    await _apply_owned(kube=kube, resource=SERVICES, uid=uid,
-                       manifest=build_inference_service(ctx=ctx))
-    await _apply_owned(kube=kube, resource=SERVICES, uid=uid,
-                       manifest=build_metrics_service(ctx=ctx))
+    await apply(SERVICES, build_inference_service(ctx=ctx), expected=seen.serving)
+    await apply(SERVICES, build_metrics_service(ctx=ctx), expected=seen.serving)
     autoscaler = build_autoscaler(ctx=ctx)
     if autoscaler is not None:
-        await _apply_owned(kube=kube, resource=AUTOSCALERS, uid=uid, manifest=autoscaler)
+        await apply(AUTOSCALERS, autoscaler, expected=seen.autoscaler)
     else:
         await _delete_owned(kube=kube, resource=AUTOSCALERS, namespace=ns, name=name, uid=uid)
+    return recreated
+
+
+async def _report_recreated(kube: KubeClient, *, involved: Mapping[str, Any],
+                            recreated: list[str]) -> None:
+    """A Warning Event naming the children that were deleted by hand and recreated."""
+    if not recreated:
+        return
+    meta = involved["metadata"]
+    message = (f"recreated {', '.join(recreated)}: deleted behind the operator's back "
+               f"(children follow the ModelDeployment; change its spec instead)")
+    logger.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
+    try:
+        await kube.post_event(involved=involved, type_="Warning",
+                              reason=Reason.CHILDREN_DELETED, message=message)
+    except KubeError as exc:
+        logger.warning("could not post event %s on %s/%s: %s", Reason.CHILDREN_DELETED,
+                       meta["namespace"], meta["name"], exc)
 
 
 def _rollout_phase(status: ModelDeploymentStatus) -> str | None:
