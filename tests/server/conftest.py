@@ -71,15 +71,18 @@ def tiny_labels() -> tuple[str, ...]:
 def package_mar(artifact: Path, store: Path, *, name: str) -> Path:
     """Package `artifact` with our handler by modelloop-optimize's own packager.
 
-    The archive's model-config.yaml says batch size 2 and delay 7 ms on purpose: the
-    operator's config.properties must win over it (checked in the serving tests).
+    The archive's model-config.yaml says 2 workers, batch size 2, delay 7 ms and a 33 s
+    response timeout on purpose: the operator's config.properties must win over it (checked
+    in the serving tests).
     """
     from modelloop_trainer.optimize.package import ServingConfig, build_archive
 
     handler = Path(__file__).resolve().parents[2] / "server-image/src/modelloop_server/handler.py"
     return build_archive(
         artifact_dir=artifact, handler=handler, name=name, version="1.0",
-        serving=ServingConfig(batch_size=2, max_batch_delay_ms=7), export_dir=store,
+        serving=ServingConfig(batch_size=2, workers=2, max_batch_delay_ms=7,
+                              response_timeout_s=33),
+        export_dir=store,
     )
 
 

@@ -28,21 +28,24 @@ from .conftest import free_ports
 class Response:
     status: int
     body: bytes
+    reason: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body)
 
 
-def http(url: str, *, data: bytes | None = None, content_type: str = "application/json",
-         timeout: float = 30.0) -> Response:
-    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
-    if data is not None:
+def http(url: str, *, data: bytes | None = None, content_type: str | None = "application/json",
+         method: str | None = None, timeout: float = 30.0) -> Response:
+    request = urllib.request.Request(
+        url, data=data, method=method or ("POST" if data is not None else "GET")
+    )
+    if data is not None and content_type is not None:
         request.add_header("Content-Type", content_type)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
-            return Response(r.status, r.read())
+            return Response(r.status, r.read(), r.reason)
     except urllib.error.HTTPError as exc:
-        return Response(exc.code, exc.read())
+        return Response(exc.code, exc.read(), str(exc.reason))
 
 
 class Served:
@@ -78,9 +81,10 @@ class Served:
     def url(self, port: int, path: str) -> str:
         return f"http://127.0.0.1:{port}{path}"
 
-    def predict(self, body: Any) -> Response:
+    def predict(self, body: Any, *, content_type: str | None = "application/json") -> Response:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return http(self.url(self.inference, f"/predictions/{self.model}"), data=data)
+        return http(self.url(self.inference, f"/predictions/{self.model}"), data=data,
+                    content_type=content_type)
 
     def wait_ready(self, timeout_s: float = 240.0) -> float:
         started = time.monotonic()

@@ -138,6 +138,8 @@ class TestBadInput:
             ({"text": "x" * 201}, 413, "at most 200"),
             (b"{not json", 400, "not valid JSON"),
             (b"\xff\xfe", 400, "not UTF-8"),
+            (b"", 400, "body is empty"),
+            (b" \n", 400, "body is empty"),
         ],
     )
     def test_rejected_with_a_clear_4xx(

@@ -18,6 +18,7 @@ from .serving import Served, http
 pytestmark = pytest.mark.torchserve
 
 MODEL = "news"
+MAX_REQUEST_BYTES = 8192
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def served(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     server = Served(
         workdir, workdir / "store", model=MODEL, mar=f"{MODEL}.mar",
         env={"MODELLOOP_MAX_TEXTS": "4", "MODELLOOP_MAX_CHARS": "300"},
-        batch_size=4, max_batch_delay_ms=50,
+        batch_size=4, max_batch_delay_ms=50, workers=1, response_timeout_s=90,
+        max_request_size_bytes=MAX_REQUEST_BYTES,
     )
     try:
         server.wait_ready()
@@ -62,22 +64,67 @@ def test_predicts_one_text_and_a_list(served: Served, tiny_labels: tuple[str, ..
 
 
 @pytest.mark.parametrize(
-    ("body", "status"),
+    ("body", "status", "message"),
     [
-        ({"text": ""}, 400),
-        ({"text": 5}, 400),
-        (b"this is not json", 400),
-        ({"texts": ["a", "b", "c", "d", "e"]}, 413),
-        ({"text": "y" * 301}, 413),
+        ({"text": ""}, 400, "empty or blank"),
+        ({"text": 5}, 400, "must be a string"),
+        ({"text": None}, 400, "must be a string"),
+        ({"texts": "one text"}, 400, "must be a list"),
+        ({"texts": ["fine", 7]}, 400, "texts[1]"),
+        ({"text": "a", "texts": ["b"]}, 400, "not both"),
+        ({"txt": "typo"}, 400, "unknown field"),
+        (["a", "list"], 400, "JSON object"),
+        (b"", 400, "body is empty"),
+        (b"this is not json", 400, "not valid JSON"),
+        (b'{"text": "truncated', 400, "not valid JSON"),
+        (b'{"text": "\xff\xfe not utf-8"}', 400, "not UTF-8"),
+        ({"texts": ["a", "b", "c", "d", "e"]}, 413, "at most 4"),
+        ({"text": "y" * 301}, 413, "at most 300"),
     ],
 )
 def test_bad_input_gets_4xx_and_the_worker_keeps_serving(
-    served: Served, body: object, status: int
+    served: Served, body: object, status: int, message: str
 ) -> None:
     bad = served.predict(body)
     assert bad.status == status, bad.body
     assert bad.json()["code"] == status
+    assert message in bad.json()["message"]
     assert served.predict({"text": "still serving"}).status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        # urllib's default: application/x-www-form-urlencoded, parsed into form fields
+        (b"text=a+form+post", None, "Content-Type: application/json"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "image/png", "not UTF-8"),
+        (b"plain words, not JSON", "text/plain", "not valid JSON"),
+        (b'{"text": "\xff\xfe"}', "application/octet-stream", "not UTF-8"),
+    ],
+)
+def test_wrong_content_types_get_400_with_a_message(
+    served: Served, body: bytes, content_type: str | None, message: str
+) -> None:
+    bad = served.predict(body, content_type=content_type)
+    assert bad.status == 400, bad.body
+    assert bad.json()["code"] == 400
+    assert message in bad.json()["message"]
+    assert served.predict({"text": "still serving"}).status == 200
+
+
+def test_json_under_another_content_type_is_still_understood(served: Served) -> None:
+    assert served.predict({"text": "a film"}, content_type="text/plain").status == 200
+
+
+def test_oversized_body_is_refused_with_413_before_the_handler(served: Served) -> None:
+    # within the handler's limits (4 texts of 300 characters) is far below the body limit,
+    # so this is TorchServe's max_request_size (the ModelDeployment's maxRequestBytes) at work
+    body = {"text": "x" * (MAX_REQUEST_BYTES * 4)}
+    bad = served.predict(body)
+    # Netty answers before any TorchServe handler: the status line is the whole message
+    assert (bad.status, bad.reason) == (413, "Request Entity Too Large"), bad.body
+    assert served.predict({"text": "still serving"}).status == 200
+    assert served.predict({"texts": ["y" * 300] * 4}).status == 200
 
 
 def test_concurrent_good_and_bad_requests_each_get_their_own_answer(served: Served) -> None:
@@ -109,27 +156,38 @@ def test_custom_metrics_are_exported_in_prometheus_format(served: Served) -> Non
     assert "# TYPE modelloop_request_latency_seconds histogram" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TorchServe 0.12 prefers the archive's model-config.yaml (batchSize, maxBatchDelay, "
-    "min/maxWorkers, responseTimeout) over config.properties `models`, and modelloop-optimize "
-    "writes those keys; the ModelDeployment's server settings only apply once the packager "
-    "leaves them out. Remove this marker when it does.",
-)
-def test_operator_settings_win_over_the_archives_model_config(served: Served) -> None:
+def test_the_modeldeployments_settings_win_over_the_archives_model_config(
+    served: Served,
+) -> None:
     described = http(served.url(served.management, f"/models/{MODEL}")).json()[0]
-    # the archive's model-config.yaml says batchSize 2 / maxBatchDelay 7 (conftest.package_mar)
-    assert (described["batchSize"], described["maxBatchDelay"]) == (4, 50)
+    # the archive's model-config.yaml says 2 workers, batchSize 2, maxBatchDelay 7 and
+    # responseTimeout 33 (conftest.package_mar); the config (the ModelDeployment) says:
+    assert {k: described[k] for k in ("minWorkers", "maxWorkers", "batchSize",
+                                      "maxBatchDelay", "responseTimeout")} == {
+        "minWorkers": 1, "maxWorkers": 1, "batchSize": 4, "maxBatchDelay": 50,
+        "responseTimeout": 90,
+    }
+    assert len(described["workers"]) == 1
+    assert "the ModelDeployment's settings replace the archive's" in served.log.read_text()
 
 
 def test_management_api_is_not_served_on_the_inference_or_metrics_ports(served: Served) -> None:
     for port in (served.inference, served.metrics):
         assert http(served.url(port, f"/models/{MODEL}")).status == 404
         assert http(served.url(port, "/models?url=x.mar"), data=b"").status in (404, 405)
+        scale = http(served.url(port, f"/models/{MODEL}?min_worker=3&synchronous=true"),
+                     data=b"", method="PUT")
+        assert scale.status in (404, 405), scale.body
+        delete = http(served.url(port, f"/models/{MODEL}"), method="DELETE")
+        assert delete.status in (404, 405), delete.body
     # ...but it answers on loopback, where modelloop-serve watches the workers,
-    assert http(served.url(served.management, f"/models/{MODEL}")).status == 200
-    # and refuses to register models even there (enable_model_api=false).
+    described = http(served.url(served.management, f"/models/{MODEL}"))
+    assert described.status == 200 and len(described.json()[0]["workers"]) == 1
+    # and refuses to register or unregister models even there (enable_model_api=false).
     assert http(served.url(served.management, "/models?url=news.mar"), data=b"").status >= 400
+    delete = http(served.url(served.management, f"/models/{MODEL}"), method="DELETE")
+    assert delete.status >= 400, delete.body
+    assert served.predict({"text": "still served"}).status == 200
 
 
 def test_management_port_is_bound_to_loopback_only(served: Served) -> None:

@@ -17,6 +17,10 @@ the loopback management API every second (see `supervisor`) and:
   itself would keep retrying forever), or with TorchServe's own status if it dies;
 - exits 2 when the configuration is unusable (bad file, model archive missing, management
   API not on loopback, metric definitions missing), before starting anything.
+
+Before starting TorchServe it makes the config's per-model settings (the ModelDeployment's
+`server`) the ones served, over the archive's own model-config.yaml (see `model_config`);
+an archive whose manifest or model config cannot be read exits 1.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import yaml
 
 from modelloop_server.health import DEFAULT_HEALTH_PORT, HealthState, start_health_server
 from modelloop_server.metrics import undeclared_metrics
+from modelloop_server.model_config import ArchiveError, enforce_deployment_settings
 from modelloop_server.supervisor import (
     DEFAULT_MAX_LOAD_ATTEMPTS,
     DEFAULT_STARTUP_TIMEOUT_S,
@@ -241,6 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="modelloop-serve-"))
     work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        config = enforce_deployment_settings(config, work_dir / "model-store")
+    except (ArchiveError, OSError) as exc:
+        logger.error("%s", exc)
+        return EXIT_FAILED
     server = Server(config, args, work_dir)
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)

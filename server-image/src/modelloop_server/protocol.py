@@ -9,9 +9,11 @@ Prediction: `{"label": "sport", "confidence": 0.93, "scores": {"business": 0.01,
 `scores` holding every label's probability.
 
 Anything else is the client's mistake and gets a 4xx body in TorchServe's own error shape,
-`{"code": 400, "type": "InvalidInput", "message": "..."}`: malformed JSON, unknown keys, a
-text that is not a string or is blank, too many texts (413), a text longer than the limit
-(413). Parsing is pure so that every rule is tested without a server.
+`{"code": 400, "type": "InvalidInput", "message": "..."}`: an empty body, malformed JSON, a
+body that is not UTF-8, unknown keys, a text that is not a string or is blank, too many
+texts (413), a text longer than the limit (413). A body over TorchServe's
+`max_request_size` never reaches the handler: TorchServe answers 413 itself.
+Parsing is pure so that every rule is tested without a server.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def request_payload(row: Mapping[str, Any]) -> Any:
         except UnicodeDecodeError as exc:
             raise RequestError(f"request body is not UTF-8: {exc.reason}") from exc
     if isinstance(raw, str):
+        if not raw.strip():
+            raise RequestError('request body is empty: send a JSON object such as {"text": "..."}')
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:

@@ -19,7 +19,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +42,10 @@ class ServerConfig:
     metrics_url: str
     metrics_config: Path | None
     vmargs: tuple[str, ...]
+    # The config's per-model settings for this model (`models` JSON), by archive version,
+    # and its `job_queue_size`: what the ModelDeployment decided (see `model_config`).
+    model_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    job_queue_size: int | None = None
 
     @property
     def temp_dir(self) -> Path | None:
@@ -107,7 +111,37 @@ def load_server_config(path: Path, *, model_store: Path | None = None) -> Server
         metrics_url=props.get("metrics_address", "http://127.0.0.1:8082").rstrip("/"),
         metrics_config=Path(metrics_config) if metrics_config else None,
         vmargs=tuple(shlex.split(props.get("vmargs", ""))),
+        model_settings=_model_settings(path, props.get("models"), name),
+        job_queue_size=_optional_int(path, props, "job_queue_size"),
     )
+
+
+def _model_settings(path: Path, raw: str | None, name: str) -> dict[str, dict[str, Any]]:
+    """The `models` JSON's entries for `name`, by version ({} when it has none)."""
+    if not raw:
+        return {}
+    try:
+        models = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: models is not valid JSON: {exc}") from exc
+    versions = models.get(name, {}) if isinstance(models, dict) else None
+    if not isinstance(versions, dict) or not all(
+        isinstance(v, dict) for v in versions.values()
+    ):
+        raise ConfigError(
+            f"{path}: models must map model name -> version -> settings, got {raw[:200]!r}"
+        )
+    return {str(version): dict(entry) for version, entry in versions.items()}
+
+
+def _optional_int(path: Path, props: Mapping[str, str], key: str) -> int | None:
+    raw = props.get(key, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{path}: {key}={raw!r} is not an integer") from None
 
 
 def java_command(config: ServerConfig, *, java: str | None = None) -> list[str]:

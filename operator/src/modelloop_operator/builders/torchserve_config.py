@@ -24,10 +24,13 @@ is fixed here and cannot be switched off from a spec:
 The gRPC inference endpoint cannot be turned off in TorchServe 0.12, so it is bound to
 loopback too: the only remote ways in are the HTTP inference and metrics ports.
 
-Precedence (verified on 0.12): when the archive carries a `model-config.yaml` with
-minWorkers, maxWorkers, batchSize, maxBatchDelay or responseTimeout, TorchServe uses those
-over the `models` entry written here. The per-model settings below therefore only take effect
-for archives packaged without those keys.
+Precedence: TorchServe 0.12 itself prefers an archive's own `model-config.yaml` (minWorkers,
+maxWorkers, batchSize, maxBatchDelay, responseTimeout, startupTimeout, jobQueueSize) over
+the `models` entry and `job_queue_size` written here, and archives from `modelloop-optimize`
+carry those keys (the OptimizationJob's `packaging`, defaults for the archive served on its
+own). The ModelDeployment owns serving, so `modelloop-serve` makes this file win: before
+TorchServe starts it serves a copy of the archive whose model config says what this file
+says (server-image `modelloop_server.model_config`; tested against the real server).
 """
 
 from __future__ import annotations
