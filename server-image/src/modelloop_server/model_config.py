@@ -5,9 +5,10 @@ from two places: the `models` JSON (and `job_queue_size`) of config.properties, 
 operator renders from the ModelDeployment's `server`, and the `model-config.yaml` inside the
 `.mar`, which `modelloop-optimize` writes from the OptimizationJob's `packaging` so that the
 archive also serves sensibly on its own (`torchserve --models x.mar`). When both set a key,
-TorchServe takes the archive's (checked against the real server in
-tests/server/test_torchserve_serving.py), and registering through the management API with
-explicit parameters loses to the archive in the same way.
+TorchServe takes the archive's for the models it loads at startup (checked against the real
+server in tests/server/test_torchserve_serving.py). A management-API registration with
+explicit parameters would win, but only for values other than TorchServe's defaults, and it
+needs the model API, which stays disabled so that nothing in the pod can swap the model.
 
 The ModelDeployment owns serving, so it must win for everything it sets. Before TorchServe
 starts, `modelloop-serve` therefore compares the archive's model config with the config's

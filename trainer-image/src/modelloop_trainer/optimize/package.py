@@ -26,6 +26,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 
 @dataclass(frozen=True)
 class ServingConfig:
+    """The archive's own serving settings: defaults for the archive served on its own
+    (`torchserve --models x.mar`). Under a ModelDeployment, `modelloop-serve` replaces each
+    one the ModelDeployment sets (server-image `modelloop_server.model_config`)."""
+
     batch_size: int = 8
     workers: int = 1
     max_batch_delay_ms: int = 50
