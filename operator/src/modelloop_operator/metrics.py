@@ -3,6 +3,11 @@
 Created once at startup (never at import, so tests and a second operator in one process
 get fresh counters) and served on ``MODELLOOP_METRICS_PORT``. The reconcilers report
 through the small methods here instead of touching prometheus_client objects directly.
+
+The registry is ours, not prometheus_client's global one, so the process, platform and
+garbage-collector collectors that the global registry carries are added to it explicitly:
+without them the operator would export no ``process_*`` series (CPU, memory, open file
+descriptors, start time) for dashboards and alerts.
 """
 
 from __future__ import annotations
@@ -13,16 +18,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 RECONCILE_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class OperatorMetrics:
-    """Reconcile count, duration and errors per kind, and objects by phase."""
+    """Reconcile count, duration and errors per kind, objects by phase, retrains started,
+    and the process's own resource use."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self._reconciles = Counter(
             "modelloop_reconcile", "Reconciles run, by kind and trigger.",
             ["kind", "trigger"], registry=self.registry)
@@ -35,6 +53,10 @@ class OperatorMetrics:
         self._objects = Gauge(
             "modelloop_objects", "Objects this operator serves, by kind and phase.",
             ["kind", "phase"], registry=self.registry)
+        self._retrains = Counter(
+            "modelloop_retrains",
+            "Retraining TrainingJobs created, by namespace and the checks that triggered them.",
+            ["namespace", "reason"], registry=self.registry)
         self._phases: dict[str, dict[str, str]] = {}
 
     @contextmanager
@@ -49,6 +71,12 @@ class OperatorMetrics:
             raise
         finally:
             self._duration.labels(kind=kind).observe(time.perf_counter() - started)
+
+    def retrain_started(self, *, namespace: str, reason: str) -> None:
+        """Count one retraining TrainingJob this operator created (not one it found
+        already there after a restart). ``reason``: a bounded label value (which kinds of
+        check failed), never a deployment's or a custom check's name."""
+        self._retrains.labels(namespace=namespace, reason=reason).inc()
 
     def set_phase(self, *, kind: str, key: str, phase: str | None) -> None:
         """Record the phase of one object (``None`` when it is gone) and refresh the gauge.

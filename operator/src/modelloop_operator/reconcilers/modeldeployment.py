@@ -176,6 +176,8 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
     loop = await run_loop(kube=kube, owner=owner, spec=spec, old=old,
                           annotations=meta.get("annotations") or {},
                           spec_model=source.served, now=now)
+    for reason in loop.retrain.started:  # counted here, the pass that created them
+        runtime.metrics.retrain_started(namespace=namespace, reason=reason)
 
     steps = spec.rollout.canary.steps if spec.rollout.canary is not None else []
     state = from_status(active=old.active_model, rollout=old.rollout, steps=steps)

@@ -54,6 +54,7 @@ from .retrain_runs import (
     build_optimization_job,
     build_training_job,
     fingerprint_of,
+    retrain_reason,
     served_by_run,
     trigger_of,
 )
@@ -95,6 +96,10 @@ class RetrainProgress:
     refusal: Permission | None = None
     """Why a Degraded deployment did not retrain this time."""
     events: tuple[LoopEvent, ...] = field(default_factory=tuple)
+    started: tuple[str, ...] = ()
+    """One reason (:func:`.retrain_runs.retrain_reason`) per TrainingJob this pass created:
+    what ``modelloop_retrains_total`` counts. Not a run an earlier pass created and this
+    one found (adopted after a crash, or AlreadyExists)."""
 
 
 def _created_at(obj: Mapping[str, Any]) -> datetime | None:
@@ -231,8 +236,13 @@ async def drive_retrains(*, kube: KubeClient, owner: Owner, spec: ModelDeploymen
             candidate = step.candidate
         history[i] = new
 
+    # Before a new run is created, so that nothing after the create can fail and lose
+    # its count in ``started`` (a new run is Running: it never changes the answer).
+    promoted = await _promoted_model(kube, owner=owner, history=history, runs=runs,
+                                     fingerprint=fingerprint)
     last_triggered = status.last_triggered
     refusal: Permission | None = None
+    started: tuple[str, ...] = ()
     if degraded and spec.retrain is not None:
         # Trimmed from the history, still listed: finished (at most maxInFlight <= 10 of
         # the 20 newest are not), and still counted against maxPerDay.
@@ -244,27 +254,29 @@ async def drive_retrains(*, kube: KubeClient, owner: Owner, spec: ModelDeploymen
         permission = may_retrain(spec.retrain, runs=known, last_triggered=last_triggered,
                                  now=now)
         if permission.allowed:
-            record, event = await _trigger(kube, owner=owner, spec=spec, analysis=analysis,
-                                           names=[*runs, *(r.training_job for r in history)],
-                                           fingerprint=fingerprint, now=now)
+            record, event, created = await _trigger(
+                kube, owner=owner, spec=spec, analysis=analysis,
+                names=[*runs, *(r.training_job for r in history)], fingerprint=fingerprint,
+                now=now)
             history.insert(0, record)
             events.append(event)
             last_triggered = now
+            if created:
+                started = (retrain_reason(record.checks),)
         else:
             refusal = permission
 
-    promoted = await _promoted_model(kube, owner=owner, history=history, runs=runs,
-                                     fingerprint=fingerprint)
     history = history[:HISTORY_LIMIT]
     return RetrainProgress(
         status=RetrainStatus(history=history, last_triggered=last_triggered,
                              in_flight=sum(r.outcome in IN_FLIGHT for r in history)),
-        candidate=candidate, promoted=promoted, refusal=refusal, events=tuple(events))
+        candidate=candidate, promoted=promoted, refusal=refusal, events=tuple(events),
+        started=started)
 
 
 async def _trigger(kube: KubeClient, *, owner: Owner, spec: ModelDeploymentSpec,
                    analysis: AnalysisStatus | None, names: Sequence[str], fingerprint: str,
-                   now: datetime) -> tuple[RetrainRecord, LoopEvent]:
+                   now: datetime) -> tuple[RetrainRecord, LoopEvent, bool]:
     assert spec.retrain is not None and spec.retrain.training_job_template is not None
     run = next_run(deployment=owner.name, names=names)
     name = training_job_name(deployment=owner.name, run=run)
@@ -280,4 +292,4 @@ async def _trigger(kube: KubeClient, *, owner: Owner, spec: ModelDeploymentSpec,
                else f"TrainingJob {name} already existed (claimed by an earlier pass)")
     logger.info("ModelDeployment %s/%s: %s", owner.namespace, owner.name, message)
     record = RetrainRecord(training_job=name, triggered_at=now, checks=checks, message=message)
-    return record, LoopEvent("Normal", "RetrainTriggered", message)
+    return record, LoopEvent("Normal", "RetrainTriggered", message), created

@@ -24,12 +24,12 @@ change of the model, even across operator restarts.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from ..api.common import LocalObjectReference, RetrainTrigger
+from ..api.common import LocalObjectReference, RetrainTrigger, TriggerCheck
 from ..api.meta import API_VERSION
 from ..api.modeldeployment import DeploymentModelSource, ServedModel
 from ..api.monitoring import (
@@ -41,6 +41,7 @@ from ..api.monitoring import (
 )
 from ..builders import labels as lbl
 from ..builders.job import Owner, owner_reference
+from ..monitor.builtin_checks import CONFIDENCE, DRIFT, ERROR_RATE
 from ..status import ConditionType
 from .sources import SourceState, resolve_served_model, resolve_training_job
 
@@ -58,6 +59,23 @@ RETRAIN_COMPONENT: Final = "retrain"
 FINAL: Final = frozenset({RetrainOutcome.PROMOTED, RetrainOutcome.REJECTED,
                           RetrainOutcome.FAILED})
 IN_FLIGHT: Final = frozenset({RetrainOutcome.RUNNING, RetrainOutcome.AWAITING_PROMOTION})
+
+
+BUILTIN_CHECKS: Final = (DRIFT, CONFIDENCE, ERROR_RATE)
+CUSTOM_CHECK_REASON: Final = "custom"
+UNKNOWN_REASON: Final = "unknown"
+
+
+def retrain_reason(checks: Sequence[TriggerCheck]) -> str:
+    """Why a retrain started, as a metric label: the built-in checks that failed in a
+    fixed order, then ``custom`` for any custom check, joined by ``+`` (``drift``,
+    ``drift+custom``); ``unknown`` without any. Custom check names are the users' and
+    unbounded, so they never become label values: at most 15 values exist."""
+    names = {c.name for c in checks}
+    parts: list[str] = [name for name in BUILTIN_CHECKS if name in names]
+    if names - set(BUILTIN_CHECKS):
+        parts.append(CUSTOM_CHECK_REASON)
+    return "+".join(parts) or UNKNOWN_REASON
 
 
 def _with_run_name(uri: str, name: str) -> str:
