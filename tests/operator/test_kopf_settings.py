@@ -33,6 +33,16 @@ def test_watches_time_out_on_both_sides_and_back_off() -> None:
     assert settings.watching.reconnect_backoff >= 1
 
 
+def test_a_silently_dead_watch_is_reconnected_long_before_the_client_timeout() -> None:
+    # The API server sends every watch a bookmark about once a minute: a shorter limit
+    # would reconnect healthy idle watches, while a limit near the client timeout leaves
+    # a black-holed watch hanging for minutes (tests/cluster/test_faults_controlplane.py).
+    watching = configured().watching
+    assert 60 < watching.inactivity_timeout <= 90
+    assert watching.client_timeout is not None
+    assert watching.inactivity_timeout < watching.client_timeout
+
+
 def test_children_are_filtered_on_the_server() -> None:
     selectors = configured().watching.label_selectors
     # Jobs and pods (TrainingJob, OptimizationJob), Deployments (ModelDeployment).

@@ -19,6 +19,9 @@ from .config import OperatorConfig
 PREFIX: Final = "modelloop.dev"
 FINALIZER: Final = f"{PREFIX}/finalizer"
 COMPONENT: Final = "modelloop-operator"
+WATCH_INACTIVITY_TIMEOUT: Final = 70.0
+"""Seconds of silence (not even a bookmark, sent every minute) before a watch is
+considered dead and reconnected."""
 
 
 def apply_kopf_settings(*, settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -41,6 +44,12 @@ def apply_kopf_settings(*, settings: kopf.OperatorSettings, config: OperatorConf
     settings.watching.client_timeout = config.watch_client_timeout
     settings.watching.connect_timeout = 10
     settings.watching.reconnect_backoff = 1.0
+    # A connection that dies silently (a lost NAT or firewall entry: no FIN, no RST) ends
+    # neither request: the watch would hang until the client timeout, minutes without
+    # events. The API server sends every watch a bookmark at least once a minute, so a
+    # longer silence means the stream is dead: reconnect (tests/cluster/
+    # test_faults_controlplane.py black-holes the connection to prove it).
+    settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
     # Children are watched only if they are ours: filter on the server, not in Python
     # (a cluster has far more pods than we manage).
     settings.watching.label_selectors["batch", "v1", "jobs"] = MANAGED_SELECTOR
