@@ -32,7 +32,8 @@ _GRAFANA_VARIABLE = re.compile(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?")
 
 
 def operator_series() -> set[str]:
-    """Series names the operator exports, after one reconcile, one error and one object."""
+    """Series names the operator exports, after one reconcile, one error, one object and
+    one retrain (process_* and python_* come from the registry's collectors)."""
     metrics = OperatorMetrics()
     with metrics.reconciling(kind="TrainingJob", trigger="create"):
         pass
@@ -42,6 +43,7 @@ def operator_series() -> set[str]:
     except RuntimeError:
         pass
     metrics.set_phase(kind="TrainingJob", key="ns/a", phase="Running")
+    metrics.retrain_started(namespace="ns", reason="drift")
     return exposition_names(generate_latest(metrics.registry).decode())
 
 

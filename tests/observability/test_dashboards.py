@@ -13,6 +13,7 @@ import pytest
 from tests.observability.metric_names import (
     documented_server_metrics,
     known_series,
+    operator_series,
     selected_names,
     server_series,
     to_promql,
@@ -101,10 +102,21 @@ def _names_in(path: Path) -> set[str]:
     return {name for _, expr in expressions(load(path)) for name in selected_names(to_promql(expr))}
 
 
-def test_operator_dashboard_shows_rate_errors_duration_and_phases() -> None:
+def test_operator_dashboard_shows_rate_errors_duration_phases_retrains_and_process() -> None:
     names = _names_in(REPO / "charts/modelloop/dashboards/modelloop-operator.json")
     assert {"modelloop_reconcile_total", "modelloop_reconcile_errors_total",
-            "modelloop_reconcile_duration_seconds_bucket", "modelloop_objects", "up"} <= names
+            "modelloop_reconcile_duration_seconds_bucket", "modelloop_objects", "up",
+            "modelloop_retrains_total", "process_cpu_seconds_total",
+            "process_resident_memory_bytes"} <= names
+
+
+def test_every_operator_metric_is_documented_in_observability_md() -> None:
+    """Each modelloop_* family the operator exports has a row in the operator's table."""
+    text = (REPO / "docs" / "observability.md").read_text()
+    families = {n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+                for n in operator_series()
+                if n.startswith("modelloop_") and not n.endswith("_created")}
+    assert families and {f for f in families if f"`{f}`" not in text} == set()
 
 
 def test_models_dashboard_shows_latency_throughput_drift_confidence_retrains() -> None:

@@ -71,8 +71,9 @@ def test_retrains_are_counted_by_namespace_and_reason() -> None:
     metrics.retrain_started(namespace="team-a", reason="drift")
     metrics.retrain_started(namespace="team-a", reason="drift")
     metrics.retrain_started(namespace="team-b", reason="drift+custom")
-    assert sample(metrics, "modelloop_retrains_total", namespace="team-a", reason="drift") == 2
-    assert sample(metrics, "modelloop_retrains_total", namespace="team-b",
+    assert sample(metrics, "modelloop_retrains_total", model_namespace="team-a",
+                  reason="drift") == 2
+    assert sample(metrics, "modelloop_retrains_total", model_namespace="team-b",
                   reason="drift+custom") == 1
     assert "modelloop_retrains_total" in generate_latest(metrics.registry).decode()
 
@@ -144,7 +145,7 @@ def degraded_deployment() -> dict[str, Any]:
 
 
 def retrains(metrics: OperatorMetrics) -> float:
-    return sample(metrics, "modelloop_retrains_total", namespace=NS,
+    return sample(metrics, "modelloop_retrains_total", model_namespace=NS,
                   reason="drift+custom") or 0.0
 
 

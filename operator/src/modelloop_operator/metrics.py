@@ -53,10 +53,13 @@ class OperatorMetrics:
         self._objects = Gauge(
             "modelloop_objects", "Objects this operator serves, by kind and phase.",
             ["kind", "phase"], registry=self.registry)
+        # Not "namespace": Prometheus gives that label to every series from the scrape
+        # target (the operator's own namespace) and would rename ours exported_namespace.
         self._retrains = Counter(
             "modelloop_retrains",
-            "Retraining TrainingJobs created, by namespace and the checks that triggered them.",
-            ["namespace", "reason"], registry=self.registry)
+            "Retraining TrainingJobs created, by the ModelDeployment's namespace and the "
+            "checks that triggered them.",
+            ["model_namespace", "reason"], registry=self.registry)
         self._phases: dict[str, dict[str, str]] = {}
 
     @contextmanager
@@ -76,7 +79,7 @@ class OperatorMetrics:
         """Count one retraining TrainingJob this operator created (not one it found
         already there after a restart). ``reason``: a bounded label value (which kinds of
         check failed), never a deployment's or a custom check's name."""
-        self._retrains.labels(namespace=namespace, reason=reason).inc()
+        self._retrains.labels(model_namespace=namespace, reason=reason).inc()
 
     def set_phase(self, *, kind: str, key: str, phase: str | None) -> None:
         """Record the phase of one object (``None`` when it is gone) and refresh the gauge.
