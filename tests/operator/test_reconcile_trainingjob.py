@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from modelloop_operator.config import OperatorConfig
-from modelloop_operator.errors import KubeError, WaitingError
+from modelloop_operator.errors import KubeError, UnprocessableError, WaitingError
 from modelloop_operator.kube import JOBS, PODS, SERVICES
 from modelloop_operator.metrics import OperatorMetrics
 from modelloop_operator.reconcilers.gangjob import pods_matter
@@ -280,3 +280,22 @@ async def test_a_deleted_rendezvous_service_is_recreated_while_the_job_runs(
     await reconcile(runtime)
     assert kube.stored(SERVICES, NS, "bbc") is not None
     assert status(kube)["attempts"] == 1
+
+
+async def test_a_job_refused_on_creation_surfaces_the_api_servers_reason(
+        runtime: Runtime, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 422 on creation (an admission policy, say) is not mistaken for the immutable
+    template of an existing Job: nothing to patch, and the reason reaches the log."""
+    original = kube.apply
+
+    async def refuse_jobs(**kwargs: Any) -> Any:
+        if kwargs["resource"] is JOBS:
+            raise UnprocessableError("apply Job team-a/bbc-a1: denied by policy (422)",
+                                     status=422)
+        return await original(**kwargs)
+    monkeypatch.setattr(kube, "apply", refuse_jobs)
+    create(kube)
+    with pytest.raises(UnprocessableError, match="denied by policy"):
+        await reconcile(runtime)
+    assert not [w for w in kube.writes if w[1] == "jobs"]
+    assert status(kube)["attempts"] == 1  # recorded first: the retry creates the same Job

@@ -262,14 +262,20 @@ async def _apply_job(*, kube: KubeClient, request: GangRequest, snapshot: GangSn
     name = desired["metadata"]["name"]
     if snapshot.job is not None and manifest_hash(snapshot.job) == manifest_hash(desired):
         return  # exactly what we applied last time: spare the API server a no-op apply
+    exists = snapshot.job is not None
     if snapshot.job is None:
         existing = await kube.get(resource=JOBS, namespace=request.namespace, name=name)
         if existing is not None and not controlled_by(existing, request.uid):
             raise WaitingError(f"Job {request.namespace}/{name} exists and is not owned by this "
                           f"{request.obj['kind']}; delete it", delay=30)
+        exists = existing is not None
     try:
         await kube.apply(resource=JOBS, manifest=desired)
     except UnprocessableError:
+        if not exists:
+            # Refused on creation (an admission policy, a validation the builders missed):
+            # there is nothing to steer, and the API server's message says why.
+            raise
         # A Job's pod template is immutable. It can only differ from what we build if an
         # older operator version created it: keep that attempt running and only steer
         # the one field we change while it runs.
