@@ -109,11 +109,15 @@ demo: venv cluster-binaries ## the quickstart loop for real: train, quantize, se
 test-e2e: venv cluster-binaries ## the e2e tier: tests/e2e (real trainer, optimizer, TorchServe on the local stack)
 	$(PY) -m pytest tests/e2e -m e2e -s $(PYTEST_ARGS)
 
-.PHONY: bench-operator bench-retrain
+.PHONY: bench-operator bench-retrain bench-scale
 bench-operator: venv cluster-binaries ## 500 TrainingJobs on kwok: create->status, create->Job p50/p99, operator RSS
 	$(PY) bench/operator_trainingjobs.py
+
+BENCH_SCALE_ARGS ?=
+bench-scale: venv cluster-binaries ## 1,000 TJ + 500 MDEP on 100 kwok GPU nodes, then an operator restart (BENCH_SCALE_ARGS="--trainingjobs 20 --deployments 10 --nodes 4" for a smoke run)
+	$(PY) bench/operator_scale.py $(BENCH_SCALE_ARGS)
 
 bench-retrain: venv cluster-binaries ## threshold crossing -> retraining TrainingJob, against a real Prometheus
 	$(PY) bench/retrain_latency.py
 
-bench: bench-operator bench-retrain bench-trainer bench-serve ## every benchmark (tens of minutes); figures in bench/results/*.json
+bench: bench-operator bench-scale bench-retrain bench-trainer bench-serve ## every benchmark (tens of minutes); figures in bench/results/*.json
