@@ -186,6 +186,25 @@ class ControlPlane:
         self._save_state()
         self._wait_for("kube-apiserver /readyz after restart", self._apiserver_ready, timeout)
 
+    def stop_etcd(self) -> None:
+        """Stop etcd (SIGTERM), keeping its data, for fault tests; the API server stays up
+        and answers errors until :meth:`start_etcd`. ``check_alive`` fails meanwhile."""
+        self.components["etcd"].stop()
+        self._save_state()
+
+    def start_etcd(self, timeout: float = 120) -> None:
+        """Start a stopped etcd again on its ports and data dir; waits until etcd is
+        healthy and the API server's /readyz (which checks etcd) passes again."""
+        component = self.components["etcd"]
+        if component.running():
+            raise ClusterError("start_etcd: etcd is already running")
+        ensure_port_free(self.ports["etcd"], "etcd restart")
+        component.start(env=self._component_env(), tie_to_parent=self.tie_to_parent)
+        self._save_state()
+        self._wait_for("etcd health after restart", self._etcd_healthy, timeout)
+        self._wait_for("kube-apiserver /readyz after etcd restart", self._apiserver_ready,
+                       timeout)
+
     def add_node(
         self,
         name: str,
