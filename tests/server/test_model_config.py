@@ -116,6 +116,22 @@ class TestArchive:
         assert enforce_deployment_settings(config, tmp_path / "private") is config
         assert not (tmp_path / "private").exists()
 
+    def test_keys_the_archive_leaves_out_are_written_too(self, tmp_path: Path) -> None:
+        # what the package-model init container writes: the five keys of spec.server; with a
+        # model config present TorchServe would use its own startupTimeout, not the config's
+        packaged = {k: DEPLOYMENT[k] for k in ("minWorkers", "maxWorkers", "batchSize",
+                                               "maxBatchDelay", "responseTimeout")}
+        config = server_config(tmp_path, archive_config=packaged)
+        served = enforce_deployment_settings(config, tmp_path / "private")
+        assert read_archive_config(served.model_store / "news.mar").model_config == DEPLOYMENT
+
+    def test_another_version_without_the_keys_gets_a_copy(self, tmp_path: Path) -> None:
+        # TorchServe would not apply the `models` entry of version 1.0 to a 2.0 archive
+        config = server_config(tmp_path, archive_config={"handler": {}}, version="2.0")
+        served = enforce_deployment_settings(config, tmp_path / "private")
+        found = read_archive_config(served.model_store / "news.mar").model_config
+        assert found == {"handler": {}, **DEPLOYMENT}
+
     def test_an_archive_without_model_config_gets_one(self, tmp_path: Path) -> None:
         config = server_config(tmp_path, archive_config=None, version="3")
         served = enforce_deployment_settings(config, tmp_path / "private")

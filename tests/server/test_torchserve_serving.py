@@ -220,3 +220,29 @@ def _non_loopback_address() -> str | None:
         except OSError:
             return None
     return None if address.startswith("127.") else str(address)
+
+
+def test_settings_the_archive_leaves_out_are_the_configs_too(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    """An archive whose model config agrees on the five tuning keys but has no
+    startupTimeout: TorchServe alone would take its own default (120 s) over the config's,
+    so modelloop-serve writes that key into its copy as well."""
+    from modelloop_trainer.optimize.package import ServingConfig, build_archive
+
+    handler = Path(__file__).resolve().parents[2] / "server-image/src/modelloop_server/handler.py"
+    store = tmp_path / "store"
+    build_archive(artifact_dir=tiny_artifact, handler=handler, name=MODEL, version="1.0",
+                  serving=ServingConfig(batch_size=3, workers=1, max_batch_delay_ms=20,
+                                        response_timeout_s=60),
+                  export_dir=store)
+    server = Served(tmp_path, store, model=MODEL, mar=f"{MODEL}.mar", batch_size=3,
+                    max_batch_delay_ms=20, response_timeout_s=60, startup_timeout_s=77)
+    try:
+        server.wait_ready()
+        described = http(server.url(server.management, f"/models/{MODEL}")).json()[0]
+        assert (described["batchSize"], described["maxBatchDelay"],
+                described["responseTimeout"], described["startupTimeout"]) == (3, 20, 60, 77)
+        assert "startupTimeout None -> 77" in server.log.read_text()
+    finally:
+        server.stop()

@@ -14,9 +14,11 @@ The ModelDeployment owns serving, so it must win for everything it sets. Before 
 starts, `modelloop-serve` therefore compares the archive's model config with the config's
 settings and, when they differ, writes a copy of the archive into a private model store
 (under its work directory, an emptyDir in a pod) whose model config carries the config's
-value for every key the config sets; keys the config leaves out keep the archive's values
-(`handler:` and the like are never touched). The original archive, often on a read-only
-volume, is never modified; an archive that already agrees is served as it is, uncopied.
+value for every key the config sets, including keys the archive leaves out (TorchServe
+would fill those with its own defaults, not the config's); keys the config leaves out keep
+the archive's values (`handler:` and the like are never touched). The original archive,
+often on a read-only volume, is never modified; one whose model config already states every
+value is served as it is, uncopied.
 """
 
 from __future__ import annotations
@@ -116,7 +118,11 @@ def deployment_settings(config: ServerConfig, version: str | None) -> dict[str, 
 
 def overridden(model_config: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """The archive's values that `settings` replace (key -> the archive's value, or None when
-    the archive does not set it); empty when the archive already agrees."""
+    the archive does not set it); empty when the archive already states every one.
+
+    A key the archive leaves out is replaced too: once an archive has a model config,
+    TorchServe fills the keys it lacks with its own defaults (startupTimeout 120 s,
+    verified), not with config.properties' values."""
     return {k: model_config.get(k) for k, v in settings.items() if model_config.get(k) != v}
 
 
