@@ -542,3 +542,110 @@ async def test_a_trimmed_history_neither_readopts_nor_refills_the_daily_budget(
     assert history[-1]["trainingJob"] == "bbc-rt-3"
     assert ("Normal", "RetrainAdopted") not in kube.events
     assert condition(kube, "Retraining")["reason"] == "RetrainDailyLimit"
+
+
+# --- after a promotion ------------------------------------------------------------------
+
+PODS = Resource("", "v1", "pods", "Pod")
+
+
+def run_pod(kube: ClaimingKube, name: str) -> None:
+    """A Running pod of the stable Deployment's current template (what the ReplicaSet
+    controller would create)."""
+    dep = kube.stored(DEPLOYMENTS, NS, NAME)
+    assert dep is not None
+    template = copy.deepcopy(dep["spec"]["template"]["metadata"])
+    kube.put(PODS, {"metadata": {"name": name, "namespace": NS, **template},
+                    "status": {"phase": "Running"}})
+
+
+def finish_rollout(kube: ClaimingKube, generation: int) -> None:
+    dep = kube.stored(DEPLOYMENTS, NS, NAME)
+    assert dep is not None
+    dep["metadata"]["generation"] = generation
+    dep["status"] = {"observedGeneration": generation, "replicas": 2, "readyReplicas": 2,
+                     "updatedReplicas": 2, "availableReplicas": 2}
+
+
+async def promote_retrained_model(kube: ClaimingKube, runtime: Runtime, clock: Clock) -> None:
+    """Degraded by drift -> bbc-rt-1 trains -> bbc-rt-1-o is accepted and auto-promoted,
+    while the v1 pod still runs."""
+    await degrade(runtime, clock, evaluations=1)
+    run_pod(kube, "bbc-v1-pod")
+    finish_rollout(kube, 1)
+    await degrade(runtime, clock, evaluations=2)
+    assert condition(kube, "Degraded")["status"] == "True"
+    finish_training(kube, "bbc-rt-1")
+    clock.tick()
+    await reconcile(runtime)
+    finish_optimization(kube, "bbc-rt-1-o")
+    clock.tick()
+    await reconcile(runtime)
+    assert served_uri(kube) == OJ_ARCHIVE
+
+
+async def test_a_promotion_restarts_the_failure_count_and_leaves_degraded(
+        kube: ClaimingKube, runtime: Runtime, clock: Clock, prom: Any,
+        metrics_source: TestExporter) -> None:
+    drift(metrics_source, prom, 0.31)
+    kube.put(MODEL_DEPLOYMENTS, deployment(prom[0].url, retrain=retrain_spec()))
+    await promote_retrained_model(kube, runtime, clock)
+
+    # The promotion pass: the replaced model's failures are dropped at once.
+    st = status(kube)
+    assert st["analysis"]["consecutiveFailures"] == 0
+    degraded = condition(kube, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("False", "ModelPromoted")
+    assert "promoted bbc-rt-1-o" in degraded["message"]
+    assert st["phase"] == "Progressing"
+    assert ("Normal", "ModelPromoted") in kube.events
+
+    # Rolling update: the v1 pod (still drifting) and the new pod run side by side. No
+    # verdict on that mix: Inconclusive, the count stays at 0, no second retrain.
+    run_pod(kube, "bbc-rt-pod")
+    await degrade(runtime, clock, evaluations=4)
+    st = status(kube)
+    assert st["analysis"]["result"] == "Inconclusive"
+    assert st["analysis"]["consecutiveFailures"] == 0
+    assert "bbc-v1-pod still serve(s) another model" in st["analysis"]["checks"][0]["message"]
+    assert condition(kube, "Degraded")["reason"] == "ModelPromoted"
+    assert st["phase"] == "Progressing"
+    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]
+
+    # The old pod is gone and the rollout done: Progressing (evaluating) until the new
+    # model's own analysis is Healthy, then Ready.
+    del kube.objects[("pods", NS, "bbc-v1-pod")]
+    finish_rollout(kube, 2)
+    drift(metrics_source, prom, 0.31, samples=12)  # the new pod's window is filling
+    await degrade(runtime, clock, evaluations=1)
+    progressing = condition(kube, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True",
+                                                              "EvaluatingPromotedModel")
+    assert "waiting for its first Healthy analysis" in progressing["message"]
+    assert status(kube)["phase"] == "Progressing"
+    drift(metrics_source, prom, 0.04)
+    await degrade(runtime, clock, evaluations=1)
+    st = status(kube)
+    assert (st["phase"], st["analysis"]["result"]) == ("Ready", "Healthy")
+    assert condition(kube, "Degraded")["reason"] == "AsExpected"
+    assert condition(kube, "Progressing")["status"] == "False"
+    assert ("Normal", "AnalysisRecovered") in kube.events
+
+
+async def test_a_promoted_model_that_drifts_too_is_degraded_on_its_own_count(
+        kube: ClaimingKube, runtime: Runtime, clock: Clock, prom: Any,
+        metrics_source: TestExporter) -> None:
+    drift(metrics_source, prom, 0.31)
+    kube.put(MODEL_DEPLOYMENTS, deployment(prom[0].url, retrain=retrain_spec()))
+    await promote_retrained_model(kube, runtime, clock)
+    del kube.objects[("pods", NS, "bbc-v1-pod")]
+    run_pod(kube, "bbc-rt-pod")
+    finish_rollout(kube, 2)
+    await degrade(runtime, clock, evaluations=1)
+    assert status(kube)["analysis"]["consecutiveFailures"] == 1
+    assert condition(kube, "Degraded")["status"] == "False"
+    await degrade(runtime, clock, evaluations=1)
+    degraded = condition(kube, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "AnalysisFailed")
+    assert status(kube)["phase"] == "Degraded"
+    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]  # cooldown 1h: no second run

@@ -15,6 +15,17 @@ The ModelDeployment reconciler calls three things, in this order:
 Evaluations are paced by ``status.analysis.time`` (so a restart does not re-evaluate early)
 and happen on the reconcile timer, so their real period is ``interval`` rounded up to the
 operator's resync period.
+
+An analysis judges one model, the one in ``status.activeModel``. Two rules keep it so:
+
+* **a promotion starts the count over**: failures counted against the model on its way out
+  say nothing about the promoted one, so its ``consecutiveFailures`` restart at 0, the
+  deployment leaves ``Degraded`` at once (reason ``ModelPromoted``) and reads
+  ``Progressing`` until the new model's first Healthy evaluation;
+* **no verdict on a mix of models**: while pods of the stable track still serve another
+  model (the rolling update after a promotion or a Git change, or a canary's promotion),
+  their series would be judged as the new model's; the evaluation is Inconclusive instead
+  (the count stays where it is) until the old pods are gone.
 """
 
 from __future__ import annotations
@@ -31,10 +42,16 @@ from ..api.modeldeployment import (
     ModelDeploymentStatus,
     ServedModel,
 )
-from ..api.monitoring import AnalysisStatus, CheckResult, MonitoringSpec, RetrainOutcome
+from ..api.monitoring import (
+    AnalysisStatus,
+    CheckResult,
+    CheckStatus,
+    MonitoringSpec,
+    RetrainOutcome,
+)
 from ..builders.job import Owner
-from ..builders.serving import Track, deployment_name
-from ..kube import KubeClient
+from ..builders.serving import MODEL_URI_ANNOTATION, Track, deployment_name, track_selector
+from ..kube import PODS, KubeClient
 from ..monitor.analysis import (
     Observation,
     analysis_due,
@@ -62,6 +79,8 @@ class LoopReason:
     ANALYSIS_RECOVERED: Final = "AnalysisRecovered"
     ANALYSIS_INCONCLUSIVE: Final = "AnalysisInconclusive"
     FAILURE_LIMIT_REACHED: Final = "FailureLimitReached"
+    MODEL_PROMOTED: Final = "ModelPromoted"
+    EVALUATING: Final = "EvaluatingPromotedModel"
     RETRAIN_RUNNING: Final = "RetrainRunning"
     AWAITING_PROMOTION: Final = "AwaitingPromotion"
     IDLE: Final = "Idle"
@@ -75,6 +94,9 @@ class LoopOutcome:
     retrain: RetrainProgress
     degraded: bool
     events: tuple[LoopEvent, ...] = field(default_factory=tuple)
+    promotion: str = ""
+    """Set on the pass that promotes a model other than the one served: what replaced what
+    (the failure count was restarted for it)."""
 
     @property
     def promoted(self) -> ServedModel | None:
@@ -110,6 +132,41 @@ async def evaluate(monitoring: MonitoringSpec, *, selector: str,
     observed = await observe_checks(str(monitoring.prometheus_url), queries)
     return next_analysis(old, checks=evaluate_checks(queries, observed, spec=monitoring),
                          now=now)
+
+
+async def pods_serving_another_model(kube: KubeClient, *, owner: Owner,
+                                     active: ServedModel | None) -> list[str]:
+    """Names of the stable track's live pods whose model is not ``active`` (by the model
+    annotation every serving pod carries): a rollout between two models is under way."""
+    if active is None or active.archive_uri is None:
+        return []
+    pods = await kube.list(resource=PODS, namespace=owner.namespace,
+                           labels=track_selector(owner, Track.STABLE))
+    return sorted(p["metadata"]["name"] for p in pods
+                  if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                  and (p["metadata"].get("annotations") or {}).get(MODEL_URI_ANNOTATION)
+                  != active.archive_uri)
+
+
+def held_analysis(monitoring: MonitoringSpec, *, old: AnalysisStatus | None,
+                  pods: Sequence[str], active: ServedModel, now: datetime) -> AnalysisStatus:
+    """The evaluation while ``pods`` still serve another model: every check Inconclusive,
+    so the failure count stays where it is (pure)."""
+    shown = ", ".join(pods[:3]) + (f" and {len(pods) - 3} more" if len(pods) > 3 else "")
+    message = (f"not evaluated: {shown} still serve(s) another model than "
+               f"{active.version}; waiting for the rollout")[:1024]
+    checks = [CheckStatus(name=q.name, result=CheckResult.INCONCLUSIVE, min=q.bounds.min,
+                          max=q.bounds.max, message=message)
+              for q in check_queries(monitoring, selector="")]
+    return next_analysis(old, checks=checks, now=now)
+
+
+def promotion_replaces(promoted: ServedModel | None, active: ServedModel | None) -> str:
+    """What a promotion replaces ("" when it serves what is already served)."""
+    if promoted is None or (active is not None and same_model(promoted, active)):
+        return ""
+    was = active.version if active is not None else "nothing"
+    return f"promoted {promoted.version} (replacing {was})"
 
 
 def _analysis_events(old: AnalysisStatus | None, new: AnalysisStatus, *,
@@ -165,10 +222,16 @@ async def run_loop(*, kube: KubeClient, owner: Owner, spec: ModelDeploymentSpec,
     if monitoring is not None:
         analysis = old.analysis
         if analysis_due(analysis, interval=parse_duration(monitoring.interval), now=now):
-            selector = pod_selector(namespace=owner.namespace,
-                                    deployment=deployment_name(name=owner.name,
-                                                               track=Track.STABLE))
-            analysis = await evaluate(monitoring, selector=selector, old=old.analysis, now=now)
+            mixed = await pods_serving_another_model(kube, owner=owner, active=old.active_model)
+            if mixed and old.active_model is not None:
+                analysis = held_analysis(monitoring, old=old.analysis, pods=mixed,
+                                         active=old.active_model, now=now)
+            else:
+                selector = pod_selector(namespace=owner.namespace,
+                                        deployment=deployment_name(name=owner.name,
+                                                                   track=Track.STABLE))
+                analysis = await evaluate(monitoring, selector=selector, old=old.analysis,
+                                          now=now)
             events += _analysis_events(old.analysis, analysis,
                                        failure_limit=monitoring.failure_limit)
         if analysis is not None and git_rollout_pending(spec_model=spec_model, old=old):
@@ -178,8 +241,19 @@ async def run_loop(*, kube: KubeClient, owner: Owner, spec: ModelDeploymentSpec,
     progress = await drive_retrains(kube=kube, owner=owner, spec=spec, old=old.retrain,
                                     analysis=analysis, degraded=fresh,
                                     annotations=annotations, active=old.active_model, now=now)
+    promotion = promotion_replaces(progress.promoted, old.active_model)
+    if promotion and analysis is not None:
+        # The failures were the replaced model's: the promoted one starts from zero.
+        before = get_condition(old.conditions, ConditionType.DEGRADED)
+        if analysis.consecutive_failures and (before is None
+                                              or before.reason != LoopReason.MODEL_PROMOTED):
+            events.append(LoopEvent("Normal", LoopReason.MODEL_PROMOTED,
+                                    f"{promotion}: {analysis.consecutive_failures} failed "
+                                    "evaluation(s) of the replaced model dropped"))
+        analysis = analysis.model_copy(update={"consecutive_failures": 0})
+        degraded = False
     return LoopOutcome(analysis=analysis, retrain=progress, degraded=degraded,
-                       events=(*events, *progress.events))
+                       events=(*events, *progress.events), promotion=promotion)
 
 
 async def canary_verdict(*, spec: ModelDeploymentSpec, state: RolloutState, owner: Owner,
@@ -216,6 +290,35 @@ def _keep_transition(conditions: list[Any], *, old: ModelDeploymentStatus, type_
     return sorted([c for c in conditions if c.type != type_] + [decided], key=lambda c: c.type)
 
 
+def _promoted_at(loop: LoopOutcome) -> datetime | None:
+    """When the newest promotion happened (its run's finish time)."""
+    retrain = loop.retrain.status
+    for record in retrain.history if retrain is not None else []:
+        if record.outcome is RetrainOutcome.PROMOTED:
+            return record.finished_at
+    return None
+
+
+def promotion_under_evaluation(old: ModelDeploymentStatus, loop: LoopOutcome) -> str:
+    """What was promoted, while the promoted model has had no Healthy evaluation of its
+    own and is not Degraded either; "" otherwise. Carried from pass to pass by the
+    ``Degraded`` condition's ``ModelPromoted`` reason (pure)."""
+    analysis = loop.analysis
+    if analysis is None or loop.degraded:
+        return ""
+    if loop.promotion:
+        return loop.promotion
+    before = get_condition(old.conditions, ConditionType.DEGRADED)
+    if (before is None or before.reason != LoopReason.MODEL_PROMOTED
+            or before.status is ConditionStatus.TRUE):
+        return ""
+    since = _promoted_at(loop)
+    if analysis.result is CheckResult.HEALTHY and (
+            since is None or analysis.time is None or analysis.time > since):
+        return ""
+    return before.message.partition("; ")[0]
+
+
 def loop_status(new: ModelDeploymentStatus, *, old: ModelDeploymentStatus, loop: LoopOutcome,
                 spec: ModelDeploymentSpec, generation: int | None,
                 now: datetime) -> ModelDeploymentStatus:
@@ -223,8 +326,9 @@ def loop_status(new: ModelDeploymentStatus, *, old: ModelDeploymentStatus, loop:
     conditions = list(new.conditions)
     phase, messages = new.phase, [new.message] if new.message else []
     serving_degraded = get_condition(new.conditions, ConditionType.DEGRADED)
-    if loop.degraded and loop.analysis is not None and (
-            serving_degraded is None or serving_degraded.status is not ConditionStatus.TRUE):
+    serving_ok = serving_degraded is None or serving_degraded.status is not ConditionStatus.TRUE
+    promoted = promotion_under_evaluation(old, loop)
+    if loop.degraded and loop.analysis is not None and serving_ok:
         message = degraded_message(loop.analysis)
         conditions = _keep_transition(conditions, old=old, type_=ConditionType.DEGRADED,
                                       status=True, reason=LoopReason.ANALYSIS_FAILED,
@@ -232,6 +336,25 @@ def loop_status(new: ModelDeploymentStatus, *, old: ModelDeploymentStatus, loop:
         if phase in (ModelDeploymentPhase.READY, ModelDeploymentPhase.PROGRESSING):
             phase = ModelDeploymentPhase.DEGRADED
         messages.append(message)
+    elif promoted and loop.analysis is not None and serving_ok:
+        # A fresh start for the promoted model: not Degraded on the replaced model's
+        # account, and Progressing until its own analysis first comes out Healthy.
+        conditions = _keep_transition(
+            conditions, old=old, type_=ConditionType.DEGRADED, status=False,
+            reason=LoopReason.MODEL_PROMOTED, generation=generation, now=now,
+            message=f"{promoted}; failures of the replaced model dropped, it is judged "
+                    "by its own analysis from now on")
+        evaluating = (f"{promoted}: waiting for its first Healthy analysis (latest: "
+                      f"{summary(loop.analysis)})")
+        serving_progress = get_condition(conditions, ConditionType.PROGRESSING)
+        if serving_progress is None or serving_progress.status is not ConditionStatus.TRUE:
+            conditions = set_condition(conditions, type_=ConditionType.PROGRESSING,
+                                       status=True, reason=LoopReason.EVALUATING,
+                                       message=evaluating, observed_generation=generation,
+                                       now=now)
+        if phase is ModelDeploymentPhase.READY:
+            phase = ModelDeploymentPhase.PROGRESSING
+        messages.append(evaluating)
     retrain = loop.retrain.status
     if spec.retrain is not None or (retrain is not None and retrain.history):
         conditions = set_condition(conditions, type_=RETRAINING,
