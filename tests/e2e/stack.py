@@ -25,14 +25,18 @@ from tests.harness.podrunner import (
     local_pv_manifest,
     local_storage_class_manifest,
 )
+from tests.harness.processes import free_port
 
 Json = dict[str, Any]
 
 NODE_NAME = "local-0"
 MODELS_CLAIM = "models"
-SHIM_DIR = REPO_ROOT / "tests" / "e2e" / "bin"
-"""Put first on every container's PATH: the `torchrun` stand-in for cluster DNS."""
 
+SOURCE_PATH = ":".join(str(REPO_ROOT / package / "src")
+                       for package in ("operator", "trainer-image", "server-image"))
+"""PYTHONPATH of the operator and of every pod: this checkout's code. The environment in
+~/.cache/modelloop is shared by every clone with the same requirements, and its editable
+installs point at whichever clone ran hack/python-env.sh last."""
 # Images are never pulled on the pod runner; the names only need to be valid references.
 TRAINER_IMAGE = "ghcr.io/modelloop/trainer:local"
 SERVER_IMAGE = "ghcr.io/modelloop/server:local"
@@ -125,16 +129,6 @@ class Stack:
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None
-        for directory in (self.workdir, *self.pod_dirs):
-            _remove_temp_links(directory)
-
-
-def _remove_temp_links(workdir: Path) -> None:
-    """The short /tmp links tests/e2e/bin/modelloop-serve made into this run's pods."""
-    for link in Path("/tmp").glob("mlts-*"):
-        with contextlib.suppress(OSError):
-            if link.is_symlink() and str(link.readlink()).startswith(str(workdir)):
-                link.unlink()
 
 
 def start_stack(workdir: Path, *, namespace: str = "quickstart",
@@ -185,8 +179,7 @@ def _start_runner(stack: Stack) -> None:
     stack.runner = PodRunner(
         kubeconfig=stack.plane.kubeconfig, node_name=NODE_NAME,
         workdir=stack.workdir / "pods", cpu="16", memory="64Gi", gpus=0,
-        extra_path=[SHIM_DIR],
-        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+        env={"PYTHONPATH": SOURCE_PATH, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
              "TOKENIZERS_PARALLELISM": "false"},
         backoff_initial=2.0, backoff_max=20.0)
     stack.runner.start()
@@ -214,9 +207,13 @@ def _prepare_namespace(stack: Stack) -> None:
 
 
 def _start_operator(stack: Stack) -> None:
+    # Every pod shares this host's network and torch's TCPStore listens on all addresses,
+    # so the gangs' rendezvous port must be one nothing else on the machine holds (other
+    # DDP tests often hold the default 29500); in a cluster each pod has its own.
     stack.operator = RunningOperator(
         cluster=stack.plane, log=stack.workdir / "operator.log",
         env_overrides={"MODELLOOP_TRAINER_IMAGE": TRAINER_IMAGE,
                        "MODELLOOP_SERVER_IMAGE": SERVER_IMAGE,
-                       "MODELLOOP_RESYNC_SECONDS": "2"})
+                       "MODELLOOP_RESYNC_SECONDS": "2", "PYTHONPATH": SOURCE_PATH,
+                       "MODELLOOP_MASTER_PORT": str(free_port())})
     stack.operator.start(timeout=120)
