@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import kopf
+import pytest
+from modelloop_operator import handlers
+from modelloop_operator.builders.labels import MODEL_DEPLOYMENT, TRAINING_JOB
 from modelloop_operator.config import OperatorConfig
-from modelloop_operator.handlers import _pod_ended_or_disrupted, _unfinished, build_registry
+from modelloop_operator.handlers import (
+    FINISHED_TRAINING_JOBS,
+    MODEL_DEPLOYMENTS_BY_SOURCE,
+    OPTIMIZATION_JOBS_BY_SOURCE,
+    _pod_ended_or_disrupted,
+    _unfinished,
+    build_registry,
+    indexed,
+    listed_child_of_finished_job,
+    model_deployment_source_keys,
+    optimization_job_source_keys,
+)
+from modelloop_operator.metrics import OperatorMetrics
+from modelloop_operator.reconcilers.modeldeployment import references
+from modelloop_operator.reconcilers.optimizationjob import references_training_job
+from modelloop_operator.reconcilers.runtime import Runtime
 
 
 def test_every_trigger_of_the_trainingjob_reconcile_is_registered() -> None:
@@ -32,3 +53,127 @@ def test_the_resync_timer_runs_only_until_the_end() -> None:
     assert _unfinished({}) and _unfinished({"phase": "Running"})
     assert _unfinished({"phase": "Suspended"})
     assert not _unfinished({"phase": "Succeeded"}) and not _unfinished({"phase": "Failed"})
+
+
+# --- who a TrainingJob or OptimizationJob event wakes up: kopf indexes, not lists -------
+
+MDEP_SERVING_TJ: dict[str, Any] = {"metadata": {"name": "md-a", "namespace": "team"},
+                   "spec": {"model": {"trainingJobRef": {"name": "tj-1"}}}}
+MDEP_SERVING_OJ: dict[str, Any] = {"metadata": {"name": "md-b", "namespace": "team"},
+                   "spec": {"model": {"optimizationJobRef": {"name": "oj-1"}}}}
+MDEP_SERVING_ARCHIVE: dict[str, Any] = {"metadata": {"name": "md-c", "namespace": "team"},
+                        "spec": {"model": {"archiveUri": "s3://bucket/model.mar"}}}
+OJ_OF_TJ: dict[str, Any] = {"metadata": {"name": "oj-1", "namespace": "team"},
+            "spec": {"source": {"trainingJobRef": {"name": "tj-1"}}}}
+OJ_OF_URI: dict[str, Any] = {"metadata": {"name": "oj-2", "namespace": "team"},
+             "spec": {"source": {"modelUri": "s3://bucket/model"}}}
+
+
+def test_model_deployment_index_keys_agree_with_the_reconcilers_reference_check() -> None:
+    for obj in (MDEP_SERVING_TJ, MDEP_SERVING_OJ, MDEP_SERVING_ARCHIVE):
+        keys = model_deployment_source_keys(namespace="team", spec=obj["spec"])
+        for kind, name in (("TrainingJob", "tj-1"), ("OptimizationJob", "oj-1"),
+                           ("TrainingJob", "other")):
+            assert (("team", kind, name) in keys) == references(obj, kind=kind, name=name)
+    assert model_deployment_source_keys(namespace="team", spec=MDEP_SERVING_ARCHIVE["spec"]) \
+        == []
+
+
+def test_optimization_job_index_keys_agree_with_the_reconcilers_reference_check() -> None:
+    for obj in (OJ_OF_TJ, OJ_OF_URI):
+        keys = optimization_job_source_keys(namespace="team", spec=obj["spec"])
+        for name in ("tj-1", "other"):
+            assert (("team", "TrainingJob", name) in keys) == \
+                references_training_job(obj, name)
+
+
+def test_source_lookups_are_registered_as_kopf_indexes() -> None:
+    registry = build_registry(config=OperatorConfig())
+    ids = {h.id for h in registry._indexing.get_all_handlers()}
+    assert ids >= {OPTIMIZATION_JOBS_BY_SOURCE, MODEL_DEPLOYMENTS_BY_SOURCE}
+    # kopf hands an index to handlers as a keyword argument named after its id.
+    assert all(i.isidentifier() for i in ids)
+
+
+def test_indexed_names_are_distinct_and_sorted() -> None:
+    index = {("team", "TrainingJob", "tj-1"): ["md-b", "md-a", "md-b"]}
+    assert indexed(index, ("team", "TrainingJob", "tj-1")) == ["md-a", "md-b"]
+    assert indexed(index, ("team", "TrainingJob", "tj-2")) == []
+
+
+class _NoApi:
+    """A client that fails the test if the handler touches the API server."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the source handler called the API: {name}")
+
+
+async def test_a_training_job_event_wakes_indexed_deployments_and_its_retrain_owner(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    woken: list[tuple[str, str]] = []
+
+    async def fake_reconcile(*, runtime: Runtime, namespace: str, name: str,
+                             trigger: str) -> None:
+        woken.append((name, trigger))
+    monkeypatch.setattr(handlers, "reconcile_model_deployment", fake_reconcile)
+    registry = build_registry(config=OperatorConfig())
+    handler = next(h for h in registry._watching.get_all_handlers()
+                   if h.id == "modeldeployment-source-trainingjob")
+    memo = kopf.Memo()
+    memo["runtime"] = Runtime(config=OperatorConfig(), kube=cast(Any, _NoApi()),
+                              metrics=OperatorMetrics())
+    index = {("team", "TrainingJob", "tj-1"): ["md-a", "md-z"],
+             ("other", "TrainingJob", "tj-1"): ["md-elsewhere"]}
+    fn = cast(Any, handler.fn)  # kopf passes many more keywords; the handler reads these
+    await fn(namespace="team", name="tj-1", labels={MODEL_DEPLOYMENT: "md-owner"},
+             memo=memo, **{MODEL_DEPLOYMENTS_BY_SOURCE: index})
+    assert woken == [("md-a", "source"), ("md-z", "source"), ("md-owner", "source")]
+
+
+# --- the startup listing of a finished job's children is not reconciled again ----------
+
+async def test_only_finished_jobs_are_indexed_as_finished() -> None:
+    registry = build_registry(config=OperatorConfig())
+    index_fn = next(h.fn for h in registry._indexing.get_all_handlers()
+                    if h.id == FINISHED_TRAINING_JOBS)
+    fn = cast(Any, index_fn)
+    assert await fn(namespace="team", name="a", status={"phase": "Succeeded"}) == \
+        {("team", "a"): True}
+    assert await fn(namespace="team", name="b", status={"phase": "Failed"}) == \
+        {("team", "b"): True}
+    assert await fn(namespace="team", name="c", status={"phase": "Running"}) is None
+    assert await fn(namespace="team", name="d", status={}) is None
+
+
+def test_listed_children_of_finished_jobs_are_left_to_the_resume_reconcile() -> None:
+    finished = {("team", "done"): True}
+    assert listed_child_of_finished_job(event_type=None, namespace="team", owner="done",
+                                        finished=finished)
+    # A real change of a finished job's child still reconciles (tidy-up, retries).
+    assert not listed_child_of_finished_job(event_type="MODIFIED", namespace="team",
+                                            owner="done", finished=finished)
+    # The listing of a running job's children reconciles as before.
+    assert not listed_child_of_finished_job(event_type=None, namespace="team",
+                                            owner="running", finished=finished)
+
+
+async def test_a_listed_job_of_a_finished_training_job_is_skipped_and_a_change_is_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    woken: list[tuple[str, str]] = []
+
+    async def fake_reconcile(*, runtime: Runtime, namespace: str, name: str,
+                             trigger: str) -> None:
+        woken.append((name, trigger))
+    monkeypatch.setattr(handlers, "reconcile_training_job", fake_reconcile)
+    registry = build_registry(config=OperatorConfig())
+    handler = next(h for h in registry._watching.get_all_handlers()
+                   if h.id == "trainingjob-job")
+    memo = kopf.Memo()
+    memo["runtime"] = Runtime(config=OperatorConfig(), kube=cast(Any, _NoApi()),
+                              metrics=OperatorMetrics())
+    fn = cast(Any, handler.fn)
+    finished = {FINISHED_TRAINING_JOBS: {("team", "done"): True}}
+    for owner, event_type in (("done", None), ("done", "MODIFIED"), ("running", None)):
+        await fn(namespace="team", labels={TRAINING_JOB: owner}, memo=memo,
+                 type=event_type, **finished)
+    assert woken == [("done", "job"), ("running", "job")]

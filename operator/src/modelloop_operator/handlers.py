@@ -11,12 +11,17 @@ Which events reconcile a TrainingJob (always the same idempotent reconcile):
 * its children: any event of a Job or the end/disruption of a pod carrying
   ``modelloop.dev/trainingjob: <name>``;
 * a resync timer while the job is unfinished (deadlines, missed events).
+
+Lookups that used to list a namespace (who serves from this TrainingJob? is this job
+finished?) read kopf indexes instead, kept current from the watches kopf already has
+(bench/operator_scale.py: at 1,000 TrainingJobs and 500 ModelDeployments the lists made
+every TrainingJob event cost O(ModelDeployments) and the operator fell behind for good).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -32,13 +37,11 @@ from .reconcilers.gangjob import is_terminal_phase
 from .reconcilers.modeldeployment import (
     DEPLOYMENTS,
     MODEL_DEPLOYMENTS,
-    model_deployments_using,
     reconcile_model_deployment,
 )
 from .reconcilers.observe import DISRUPTION_TARGET
 from .reconcilers.optimizationjob import (
     OPTIMIZATION_JOBS,
-    optimization_jobs_using,
     reconcile_optimization_job,
 )
 from .reconcilers.runtime import Runtime
@@ -49,6 +52,80 @@ logger = logging.getLogger(__name__)
 CONFLICT_RETRIES: Final = 3
 """A 409 on status means the object changed under us (often kopf's own annotation
 write): re-read and reconcile again at once instead of waiting for the next event."""
+
+
+SourceKey = tuple[str, str, str]
+"""(namespace, kind, name) of a TrainingJob or OptimizationJob that objects take their
+model from: the key of the two source indexes below."""
+
+OPTIMIZATION_JOBS_BY_SOURCE: Final = "optimizationjobs_by_source"
+MODEL_DEPLOYMENTS_BY_SOURCE: Final = "modeldeployments_by_source"
+"""kopf index ids (also the keyword under which kopf hands the index to handlers).
+
+Who to wake up when a TrainingJob or OptimizationJob changes is looked up in kopf's
+in-memory indexes, kept current from the watches kopf already has, instead of listing
+every OptimizationJob and ModelDeployment of the namespace on each such event: at 1,000
+TrainingJobs and 500 ModelDeployments those lists were O(N x M) and dominated the
+operator's time (bench/operator_scale.py). kopf runs no handler until every index has
+seen the initial listing, so a lookup never misses an object that existed at startup."""
+
+FINISHED_TRAINING_JOBS: Final = "trainingjobs_finished"
+FINISHED_OPTIMIZATION_JOBS: Final = "optimizationjobs_finished"
+"""kopf indexes of the jobs whose phase is terminal, keyed (namespace, name).
+
+At operator start kopf lists every Job and pod we own and hands each to the child
+handlers as an event, on top of the resume reconcile it runs for every job itself. For a
+finished job (sticky: nothing is ever recreated) that listing only repeats the resume
+reconcile two or three times; skipping it cut the restart work of 1,000 finished
+TrainingJobs by about two thirds. Real changes (``type`` set) always reconcile."""
+
+
+async def _index_finished(namespace: str | None, name: str | None, status: Mapping[str, Any],
+                          **_: Any) -> dict[tuple[str, str], bool] | None:
+    """The index entry of a finished job; nothing for one still running."""
+    if namespace and name and is_terminal_phase(status.get("phase")):
+        return {(namespace, name): True}
+    return None
+
+
+def listed_child_of_finished_job(*, event_type: str | None, namespace: str | None,
+                                 owner: str | None,
+                                 finished: Mapping[tuple[str, str], Any]) -> bool:
+    """Whether a child event is only the startup listing of a child whose owner has
+    already finished: the owner's own resume reconcile covers it."""
+    return event_type is None and bool(namespace and owner) and \
+        (namespace, owner) in finished
+
+
+_MODEL_SOURCE_FIELDS: Final = (("OptimizationJob", "optimizationJobRef"),
+                               ("TrainingJob", "trainingJobRef"))
+
+
+def model_deployment_source_keys(*, namespace: str | None,
+                                 spec: Mapping[str, Any]) -> list[SourceKey]:
+    """The jobs a ModelDeployment (raw spec) serves from; the same fields as
+    ``reconcilers.modeldeployment.references``."""
+    model = spec.get("model") or {}
+    keys: list[SourceKey] = []
+    for kind, field in _MODEL_SOURCE_FIELDS:
+        ref = (model.get(field) or {}).get("name")
+        if namespace and isinstance(ref, str) and ref:
+            keys.append((namespace, kind, ref))
+    return keys
+
+
+def optimization_job_source_keys(*, namespace: str | None,
+                                 spec: Mapping[str, Any]) -> list[SourceKey]:
+    """The TrainingJob an OptimizationJob (raw spec) optimizes; the same field as
+    ``reconcilers.optimizationjob.references_training_job``."""
+    ref = ((spec.get("source") or {}).get("trainingJobRef") or {}).get("name")
+    return [(namespace, "TrainingJob", ref)] if namespace and isinstance(ref, str) and ref \
+        else []
+
+
+def indexed(index: Mapping[SourceKey, Iterable[str]], key: SourceKey) -> list[str]:
+    """The distinct names stored under ``key``, sorted (kopf keeps one value per object)."""
+    return sorted(set(index.get(key, ())))
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
@@ -163,19 +240,31 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
         await _reconcile_training_job(memo=memo, namespace=namespace, name=name,
                                       trigger="timer")
 
+    kopf.index(*tj, id=FINISHED_TRAINING_JOBS, registry=registry)(_index_finished)
+
     @kopf.on.event("batch", "v1", "jobs", labels={TRAINING_JOB: kopf.PRESENT},
                    id="trainingjob-job", registry=registry)
     async def training_job_child_job(namespace: str | None, labels: Mapping[str, str],
-                                     memo: kopf.Memo, **_: Any) -> None:
-        await _reconcile_training_job(memo=memo, namespace=namespace,
-                                      name=labels.get(TRAINING_JOB), trigger="job")
+                                     memo: kopf.Memo, type: str | None,
+                                     **kwargs: Any) -> None:
+        owner = labels.get(TRAINING_JOB)
+        if listed_child_of_finished_job(event_type=type, namespace=namespace, owner=owner,
+                                        finished=kwargs[FINISHED_TRAINING_JOBS]):
+            return
+        await _reconcile_training_job(memo=memo, namespace=namespace, name=owner,
+                                      trigger="job")
 
     @kopf.on.event("v1", "pods", labels={TRAINING_JOB: kopf.PRESENT},
                    when=_pod_ended_or_disrupted, id="trainingjob-pod", registry=registry)
     async def training_job_child_pod(namespace: str | None, labels: Mapping[str, str],
-                                     memo: kopf.Memo, **_: Any) -> None:
-        await _reconcile_training_job(memo=memo, namespace=namespace,
-                                      name=labels.get(TRAINING_JOB), trigger="pod")
+                                     memo: kopf.Memo, type: str | None,
+                                     **kwargs: Any) -> None:
+        owner = labels.get(TRAINING_JOB)
+        if listed_child_of_finished_job(event_type=type, namespace=namespace, owner=owner,
+                                        finished=kwargs[FINISHED_TRAINING_JOBS]):
+            return
+        await _reconcile_training_job(memo=memo, namespace=namespace, name=owner,
+                                      trigger="pod")
 
     register_optimization_jobs(registry=registry, config=config)
     register_model_deployments(registry=registry, config=config)
@@ -210,28 +299,46 @@ def register_optimization_jobs(*, registry: kopf.OperatorRegistry,
         await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace, name=name,
                        trigger="timer")
 
+    kopf.index(*oj, id=FINISHED_OPTIMIZATION_JOBS, registry=registry)(_index_finished)
+
     @kopf.on.event("batch", "v1", "jobs", labels={OPTIMIZATION_JOB: kopf.PRESENT},
                    id="optimizationjob-job", registry=registry)
     async def optimization_job_child_job(namespace: str | None, labels: Mapping[str, str],
-                                         memo: kopf.Memo, **_: Any) -> None:
+                                         memo: kopf.Memo, type: str | None,
+                                         **kwargs: Any) -> None:
+        owner = labels.get(OPTIMIZATION_JOB)
+        if listed_child_of_finished_job(event_type=type, namespace=namespace, owner=owner,
+                                        finished=kwargs[FINISHED_OPTIMIZATION_JOBS]):
+            return
         await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace,
-                       name=labels.get(OPTIMIZATION_JOB), trigger="job")
+                       name=owner, trigger="job")
 
     @kopf.on.event("v1", "pods", labels={OPTIMIZATION_JOB: kopf.PRESENT},
                    when=_pod_ended_or_disrupted, id="optimizationjob-pod", registry=registry)
     async def optimization_job_child_pod(namespace: str | None, labels: Mapping[str, str],
-                                         memo: kopf.Memo, **_: Any) -> None:
+                                         memo: kopf.Memo, type: str | None,
+                                         **kwargs: Any) -> None:
+        owner = labels.get(OPTIMIZATION_JOB)
+        if listed_child_of_finished_job(event_type=type, namespace=namespace, owner=owner,
+                                        finished=kwargs[FINISHED_OPTIMIZATION_JOBS]):
+            return
         await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace,
-                       name=labels.get(OPTIMIZATION_JOB), trigger="pod")
+                       name=owner, trigger="pod")
+
+    @kopf.index(*oj, id=OPTIMIZATION_JOBS_BY_SOURCE, registry=registry)
+    async def optimization_jobs_by_source(namespace: str | None, name: str | None,
+                                          spec: Mapping[str, Any],
+                                          **_: Any) -> dict[Any, str] | None:
+        keys = optimization_job_source_keys(namespace=namespace, spec=spec)
+        return dict.fromkeys(keys, name) if keys and name else None
 
     @kopf.on.event(*tj, id="optimizationjob-source", registry=registry)
     async def optimization_job_source(namespace: str | None, name: str | None,
-                                      memo: kopf.Memo, **_: Any) -> None:
+                                      memo: kopf.Memo, **kwargs: Any) -> None:
         if not namespace or not name:
             return
-        runtime = _runtime(memo)
-        for found in await optimization_jobs_using(runtime.kube, namespace=namespace,
-                                                   training_job=name):
+        index: kopf.Index[SourceKey, str] = kwargs[OPTIMIZATION_JOBS_BY_SOURCE]
+        for found in indexed(index, (namespace, "TrainingJob", name)):
             await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace,
                            name=found, trigger="source")
 
@@ -265,6 +372,13 @@ def register_model_deployments(*, registry: kopf.OperatorRegistry,
         await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace,
                        name=labels.get(MODEL_DEPLOYMENT), trigger="deployment")
 
+    @kopf.index(*md, id=MODEL_DEPLOYMENTS_BY_SOURCE, registry=registry)
+    async def model_deployments_by_source(namespace: str | None, name: str | None,
+                                          spec: Mapping[str, Any],
+                                          **_: Any) -> dict[Any, str] | None:
+        keys = model_deployment_source_keys(namespace=namespace, spec=spec)
+        return dict.fromkeys(keys, name) if keys and name else None
+
     for kind, resource in (("OptimizationJob", OPTIMIZATION_JOBS),
                            ("TrainingJob", TRAINING_JOBS)):
         _register_model_source(registry=registry, kind=kind,
@@ -276,12 +390,11 @@ def _register_model_source(*, registry: kopf.OperatorRegistry, kind: str,
     @kopf.on.event(*resource, id=f"modeldeployment-source-{kind.lower()}", registry=registry)
     async def model_deployment_source(namespace: str | None, name: str | None,
                                       labels: Mapping[str, str], memo: kopf.Memo,
-                                      **_: Any) -> None:
+                                      **kwargs: Any) -> None:
         if not namespace or not name:
             return
-        runtime = _runtime(memo)
-        found = await model_deployments_using(runtime.kube, namespace=namespace, kind=kind,
-                                               name=name)
+        index: kopf.Index[SourceKey, str] = kwargs[MODEL_DEPLOYMENTS_BY_SOURCE]
+        found = indexed(index, (namespace, kind, name))
         # A retrain's jobs carry their ModelDeployment's label: its loop moves on at once
         # (optimize, promote) instead of at the next resync.
         retrained = labels.get(MODEL_DEPLOYMENT)
