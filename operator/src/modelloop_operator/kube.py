@@ -7,7 +7,8 @@ Every write the reconcilers make goes through here, so three rules hold everywhe
   conflict must not leave a half-applied child behind);
 * status is written with a JSON merge patch guarded by ``resourceVersion``, so two
   writers (a second replica, a stale event) cannot silently overwrite each other;
-* API failures are wrapped once into :mod:`modelloop_operator.errors` types.
+* API failures are wrapped once into :mod:`modelloop_operator.errors` types;
+* an apply that cannot change anything is not sent (see :class:`AppliedVersions`).
 
 Objects travel as plain dicts (the JSON the API server speaks); typed parsing is the
 job of ``api/`` models in the reconcilers.
@@ -16,9 +17,12 @@ job of ``api/`` models in the reconcilers.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import socket
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,8 +40,92 @@ FIELD_MANAGER: Final = "modelloop-operator"
 REQUEST_TIMEOUT_SECONDS: Final = 30.0
 """Limit on one non-watch request; kopf's own watches have their own settings."""
 
+APPLY_CONFIRMATION_SECONDS: Final = 5.0
+"""How recent a read must be to vouch that an object is still what we last applied."""
+
+APPLIED_VERSIONS_LIMIT: Final = 50_000
+"""Objects whose last apply is remembered (oldest forgotten first): ~200 bytes each."""
+
 Object = dict[str, Any]
 Propagation = Literal["Background", "Foreground", "Orphan"]
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """A stable digest of a desired object (key order does not matter)."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class _Applied:
+    digest: str
+    resource_version: str
+    confirmed_at: float | None = None
+    confirmed: Object | None = None
+    """The read that showed the object unchanged (what a skipped apply returns)."""
+
+
+class AppliedVersions:
+    """What this process last applied to each object, and the ``resourceVersion`` the
+    API server answered, so that a repeated apply of the same manifest to an object
+    nobody touched since is skipped.
+
+    A reconcile reads a child, then applies its desired state; in the steady state (a
+    resync timer, a Deployment's status changing) most of those applies change nothing,
+    yet each is a server-side apply the API server must decode, merge and compare, the
+    most expensive kind of request it serves. Skipping is safe only when the object is
+    provably unchanged: a read (:meth:`KubeClient.get`) less than
+    :data:`APPLY_CONFIRMATION_SECONDS` ago returned exactly the ``resourceVersion`` our
+    last apply of the same manifest produced. Any other writer (a user, a controller
+    updating status, defaulting) bumps the ``resourceVersion`` and the apply goes out as
+    before. A confirmation is used up by the apply it allows.
+    """
+
+    def __init__(self, *, limit: int = APPLIED_VERSIONS_LIMIT) -> None:
+        self._entries: OrderedDict[str, _Applied] = OrderedDict()
+        self._limit = limit
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def applied(self, path: str, *, digest: str, obj: Mapping[str, Any]) -> None:
+        """Our apply of ``digest`` to ``path`` returned ``obj``."""
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if not version:
+            self.forget(path)
+            return
+        self._entries[path] = _Applied(digest=digest, resource_version=version)
+        self._entries.move_to_end(path)
+        while len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+
+    def observed(self, path: str, obj: Object | None, *, now: float) -> None:
+        """A read of ``path`` returned ``obj`` (None: it does not exist)."""
+        entry = self._entries.get(path)
+        if entry is None:
+            return
+        if obj is not None and obj.get("metadata", {}).get("resourceVersion") \
+                == entry.resource_version:
+            entry.confirmed_at, entry.confirmed = now, obj
+        else:
+            del self._entries[path]
+
+    def unchanged(self, path: str, *, digest: str, now: float) -> Object | None:
+        """The object as the confirming read saw it, when applying ``digest`` to ``path``
+        now would be a no-op; else None. Consumes the confirmation either way."""
+        entry = self._entries.get(path)
+        if entry is None:
+            return None
+        confirmed_at, obj = entry.confirmed_at, entry.confirmed
+        entry.confirmed_at, entry.confirmed = None, None
+        if (entry.digest == digest and confirmed_at is not None
+                and now - confirmed_at <= APPLY_CONFIRMATION_SECONDS):
+            return obj
+        return None
+
+    def forget(self, path: str) -> None:
+        """We changed or deleted ``path`` some other way."""
+        self._entries.pop(path, None)
 
 
 @dataclass(frozen=True)
@@ -155,6 +243,9 @@ class KubeClient:
         self._api = api
         self._field_manager = field_manager
         self._instance = socket.gethostname()
+        self.applied_versions = AppliedVersions()
+        self.skipped_applies = 0
+        """Applies not sent because they could not change anything (for tests, metrics)."""
 
     @classmethod
     async def connect(cls) -> KubeClient:
@@ -186,12 +277,15 @@ class KubeClient:
 
     async def get(self, *, resource: Resource, namespace: str | None, name: str) -> Object | None:
         """The object, or None when it does not exist."""
+        path = resource.path(namespace=namespace, name=name)
         try:
-            obj = await self._request("GET", resource.path(namespace=namespace, name=name),
-                                      what=f"get {resource.kind} {namespace}/{name}")
+            obj = dict(await self._request("GET", path,
+                                           what=f"get {resource.kind} {namespace}/{name}"))
         except NotFoundError:
+            self.applied_versions.observed(path, None, now=time.monotonic())
             return None
-        return dict(obj)
+        self.applied_versions.observed(path, obj, now=time.monotonic())
+        return obj
 
     async def list(self, *, resource: Resource, namespace: str | None,
                    labels: Mapping[str, str]) -> list[Object]:
@@ -205,14 +299,29 @@ class KubeClient:
     async def apply(self, *, resource: Resource, manifest: Mapping[str, Any],
                     force: bool = True) -> Object:
         """Server-side apply of a complete desired object: creates it or updates exactly
-        the fields in ``manifest``, and gives up fields we applied before and dropped."""
+        the fields in ``manifest``, and gives up fields we applied before and dropped.
+
+        Not sent when a read just now showed the object exactly as our last apply of the
+        same manifest left it (:class:`AppliedVersions`); the object is then returned
+        as that read saw it, which is what the apply would have returned."""
         meta = manifest["metadata"]
-        result = await self._request(
-            "PATCH", resource.path(namespace=meta.get("namespace"), name=meta["name"]),
-            query=[("fieldManager", self._field_manager), ("force", str(force).lower())],
-            body=dict(manifest), content_type="application/apply-patch+yaml",
-            what=f"apply {resource.kind} {meta.get('namespace')}/{meta['name']}")
-        return dict(result)
+        path = resource.path(namespace=meta.get("namespace"), name=meta["name"])
+        digest = f"{force}:{manifest_digest(manifest)}"
+        current = self.applied_versions.unchanged(path, digest=digest, now=time.monotonic())
+        if current is not None:
+            self.skipped_applies += 1
+            return dict(current)
+        try:
+            result = dict(await self._request(
+                "PATCH", path,
+                query=[("fieldManager", self._field_manager), ("force", str(force).lower())],
+                body=dict(manifest), content_type="application/apply-patch+yaml",
+                what=f"apply {resource.kind} {meta.get('namespace')}/{meta['name']}"))
+        except KubeError:
+            self.applied_versions.forget(path)
+            raise
+        self.applied_versions.applied(path, digest=digest, obj=result)
+        return result
 
     async def create(self, *, resource: Resource, manifest: Mapping[str, Any]) -> Object:
         """Create-only (POST): :class:`ConflictError` with reason ``AlreadyExists`` when
@@ -231,6 +340,7 @@ class KubeClient:
         """A JSON merge patch; with ``metadata.resourceVersion`` in ``patch`` it fails with
         :class:`ConflictError` when the object changed since it was read."""
         target = f"{namespace}/{name}" + (f"/{subresource}" if subresource else "")
+        self.applied_versions.forget(resource.path(namespace=namespace, name=name))
         result = await self._request(
             "PATCH", resource.path(namespace=namespace, name=name, subresource=subresource),
             query=[("fieldManager", self._field_manager)], body=dict(patch),
@@ -242,6 +352,7 @@ class KubeClient:
         """Delete one object; False when it was already gone. ``Background`` lets the
         garbage collector remove dependents (a Job's pods) after the owner is gone."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+        self.applied_versions.forget(resource.path(namespace=namespace, name=name))
         try:
             await self._request("DELETE", resource.path(namespace=namespace, name=name),
                                 body=body, content_type="application/json",
