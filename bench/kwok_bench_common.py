@@ -214,9 +214,15 @@ async def _list_raw(api: Any, path: str, **query: Any) -> Any:
 async def list_objects(api: Any, collection: Collection, namespace: str,
                        label_selector: str | None = None) -> list[dict[str, Any]]:
     """Every object of ``collection`` in ``namespace`` (raw JSON)."""
-    response = await _list_raw(api, collection.path(namespace), labelSelector=label_selector)
-    items: list[dict[str, Any]] = json.loads(await response.read()).get("items", [])
-    return items
+    for _ in range(30):
+        response = await _list_raw(api, collection.path(namespace),
+                                   labelSelector=label_selector)
+        listed = json.loads(await response.read())
+        if response.status == 200 and "items" in listed:
+            items: list[dict[str, Any]] = listed["items"]
+            return items
+        await asyncio.sleep(1)  # e.g. 429 while a new resource's storage initializes
+    raise client.ApiException(status=response.status, reason=str(listed)[:200])
 
 
 async def record_first(api: Any, collection: Collection, namespace: str,
@@ -236,6 +242,8 @@ async def record_first(api: Any, collection: Collection, namespace: str,
             response = await _list_raw(api, collection.path(namespace),
                                        labelSelector=label_selector)
             listed = json.loads(await response.read())
+            if response.status != 200 or "items" not in listed:
+                raise client.ApiException(status=response.status, reason=str(listed)[:200])
             for obj in listed.get("items", []):
                 note(obj)
             version = listed["metadata"]["resourceVersion"]
