@@ -208,8 +208,9 @@ class TestModelStore:
         assert inits[0]["args"][1:4] == ["pvc://models/bbc/run1", "/mnt/models", "model"]
         assert {"name": "model-source", "mountPath": "/mnt/pvc/models",
                 "readOnly": True} in inits[0]["volumeMounts"]
-        # The archive carries the spec's tuning: TorchServe prefers the archive's own.
-        assert inits[0]["args"][4:] == ["4", "2", "10", "30"]
+        # The archive carries every per-model setting of the ConfigMap (the spec's tuning, the
+        # model-load timeout, the queue), so modelloop-serve has nothing to replace.
+        assert inits[0]["args"][4:] == ["4", "2", "10", "30", "300", "100"]
 
     def test_file_archive_is_served_from_its_directory(self) -> None:
         dep = deployment(ModelRef(uri="file:///srv/models/bbc.mar", version="v"))

@@ -19,9 +19,12 @@ from modelloop_operator.builders.serving import (
     START_SCRIPT,
     ModelRef,
     ServingContext,
+    Track,
+    build_deployment,
     render_config,
 )
-from modelloop_server.torchserve import read_properties
+from modelloop_server.model_config import enforce_deployment_settings
+from modelloop_server.torchserve import load_server_config, read_properties
 
 from .test_serving_builder import OWNER, deployment_spec
 
@@ -55,14 +58,36 @@ def test_package_builds_an_archive_with_the_spec_tuning(tmp_path: Path) -> None:
     (model / "config.json").write_text("{}")
     store = tmp_path / "store"
     result = run(PACKAGE_SCRIPT, model.as_uri(), str(store), "model", "4", "2", "10", "30",
-                 cwd=tmp_path)
+                 "300", "100", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     with zipfile.ZipFile(store / "model.mar") as archive:
         names = set(archive.namelist())
         config = yaml.safe_load(archive.read("model-config.yaml"))
     assert {"config.json", "handler.py", "MAR-INF/MANIFEST.json"} <= names
     assert config == {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 10,
-                      "responseTimeout": 30}
+                      "responseTimeout": 30, "startupTimeout": 300, "jobQueueSize": 100}
+
+
+def test_a_packaged_model_directory_agrees_with_the_config_so_the_server_copies_nothing(
+    tmp_path: Path,
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    ctx = ServingContext(owner=OWNER, spec=deployment_spec(server={"batchSize": 4}),
+                         default_image="s", init_image="t", default_cpu="1",
+                         default_memory="1Gi")
+    ref = ModelRef(uri=model.as_uri(), version="run1")
+    init = build_deployment(ctx=ctx, track=Track.STABLE, model=ref,
+                            replicas=1)["spec"]["template"]["spec"]["initContainers"][0]
+    store = tmp_path / "store"
+    script, uri, _, name, *tuning = init["args"]
+    result = run(script, uri, str(store), name, *tuning, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config_path = tmp_path / "config.properties"
+    config_path.write_text(render_config(ctx=ctx, model=ref))
+    config = load_server_config(config_path, model_store=store)
+    assert enforce_deployment_settings(config, tmp_path / "private") is config
 
 
 def _render(tmp_path: Path, pod_ip: str) -> dict[str, str]:

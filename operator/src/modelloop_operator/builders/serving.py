@@ -90,14 +90,15 @@ PACKAGE_SCRIPT: Final = (
     "default_handler_path\n"
     "from modelloop_trainer.storage import fetch, parse_uri\n"
     "uri, store, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]\n"
-    "batch, workers, delay, timeout = (int(x) for x in sys.argv[4:8])\n"
+    "batch, workers, delay, timeout, startup, queue = (int(x) for x in sys.argv[4:10])\n"
     "handler = default_handler_path()\n"
     "if handler is None:\n"
     "    sys.exit('modelloop_server is not installed: cannot package ' + uri)\n"
     "mar = build_archive(artifact_dir=fetch(parse_uri(uri)), handler=handler, name=name,\n"
     "                    version='1.0', export_dir=store, serving=ServingConfig(\n"
     "                        batch_size=batch, workers=workers, max_batch_delay_ms=delay,\n"
-    "                        response_timeout_s=timeout))\n"
+    "                        response_timeout_s=timeout, startup_timeout_s=startup,\n"
+    "                        job_queue_size=queue))\n"
     "print(f'packaged {uri} -> {mar}')\n"
 )
 # Renders the pod's own config (pod IP instead of 0.0.0.0; IPv6 in brackets) and becomes
@@ -288,8 +289,11 @@ def model_layout(*, ctx: ServingContext, model: ModelRef) -> ModelLayout:
                        "readOnly": True})
         env["MODELLOOP_PVC_ROOT"] = PVC_ROOT
     server = ctx.spec.server
+    # Every per-model setting the ConfigMap gives TorchServe, so that the archive agrees
+    # with it and modelloop-serve has nothing to replace (no copy of the archive at start).
     tuning = [str(v) for v in (server.batch_size, server.workers, server.max_batch_delay_ms,
-                               server.response_timeout_seconds)]
+                               server.response_timeout_seconds, MODEL_LOAD_SECONDS,
+                               server.job_queue_size)]
     init = _init_container(ctx=ctx, name="package-model",
                            args=[PACKAGE_SCRIPT, uri, MODEL_STORE, name, *tuning],
                            mounts=mounts, extra_env=env)

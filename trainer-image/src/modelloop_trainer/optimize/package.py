@@ -34,16 +34,26 @@ class ServingConfig:
     workers: int = 1
     max_batch_delay_ms: int = 50
     response_timeout_s: int = 120
+    # Written only when set: the package-model init container passes the ModelDeployment's
+    # values, so that modelloop-serve finds the archive already in agreement and serves it
+    # without making a copy. Left out, TorchServe uses its own defaults.
+    startup_timeout_s: int | None = None
+    job_queue_size: int | None = None
 
     def to_yaml(self) -> str:
         """TorchServe's per-model config (the keys TorchServe reads from --config-file)."""
-        return (
+        text = (
             f"minWorkers: {self.workers}\n"
             f"maxWorkers: {self.workers}\n"
             f"batchSize: {self.batch_size}\n"
             f"maxBatchDelay: {self.max_batch_delay_ms}\n"
             f"responseTimeout: {self.response_timeout_s}\n"
         )
+        if self.startup_timeout_s is not None:
+            text += f"startupTimeout: {self.startup_timeout_s}\n"
+        if self.job_queue_size is not None:
+            text += f"jobQueueSize: {self.job_queue_size}\n"
+        return text
 
 
 def default_handler_path() -> Path | None:
