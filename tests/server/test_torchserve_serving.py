@@ -1,6 +1,7 @@
 """A real TorchServe, started by `modelloop-serve` from the operator's config builder, serving
 a packaged tiny model on loopback. One server for the whole module (a start costs ~20-40 s on
-two cores); the tests share it and only read or add traffic."""
+two cores); the tests share it and only read or add traffic. The last test starts a second
+one, for an archive packaged differently."""
 
 from __future__ import annotations
 
