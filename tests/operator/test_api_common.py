@@ -138,6 +138,7 @@ def test_describe_validation_error_is_one_line_with_yaml_paths() -> None:
 
 def test_describe_validation_error_names_list_items() -> None:
     with pytest.raises(ValidationError) as err:
-        Scheduling.model_validate({"tolerations": [{}, {"operator": "Sometimes"}]})
+        Scheduling.model_validate({"tolerations": [{"operator": "Exists"},
+                                                   {"operator": "Sometimes"}]})
     assert describe_validation_error(err.value).startswith(
         "tolerations[1].operator: should be 'Exists' or 'Equal'")

@@ -11,21 +11,28 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from .base import SpecModel, StatusModel
 from .markers import Rule, k8s
 from .scalars import (
     DURATION_PATTERN,
+    INT64_MAX,
+    LABEL_VALUE_PATTERN,
     OUTPUT_URI_SCHEMES,
+    QUALIFIED_NAME_MAX_LENGTH,
+    QUALIFIED_NAME_PATTERN,
     SOURCE_URI_SCHEMES,
+    Annotations,
     Duration,
     HttpURL,
+    Labels,
     LabelValue,
     ObjectName,
     OutputURI,
     Quantity,
     SourceURI,
+    check_pattern,
     check_uri,
     parse_duration,
     pvc_claim,
@@ -140,51 +147,69 @@ class TaintEffect(StrEnum):
     NO_EXECUTE = "NoExecute"
 
 
+# A taint key (a qualified name), or empty: with operator Exists it matches every taint.
+_TOLERATION_KEY_PATTERN = "^(" + QUALIFIED_NAME_PATTERN.strip("^$") + ")?$"
+
+
 class Toleration(SpecModel):
-    """A pod toleration (core/v1 Toleration), copied as-is onto the pods."""
+    """A pod toleration (core/v1 Toleration), copied as-is onto the pods. The rules are
+    the ones the API server applies to pods, so that a toleration admitted here never
+    makes the operator's Job or Deployment invalid."""
 
-    model_config = ConfigDict(json_schema_extra=k8s(Rule(
-        "self.operator != 'Exists' || !has(self.value) || self.value == ''",
-        "value must be empty when operator is Exists", field_path=".value",
-    )))
+    model_config = ConfigDict(json_schema_extra=k8s(
+        Rule("self.operator != 'Exists' || !has(self.value) || self.value == ''",
+             "value must be empty when operator is Exists", field_path=".value"),
+        Rule("self.operator == 'Exists' || (has(self.key) && self.key != '')",
+             "key is required unless operator is Exists", field_path=".key"),
+        Rule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             "tolerationSeconds needs effect NoExecute", field_path=".tolerationSeconds"),
+    ))
 
-    key: Annotated[str, Field(max_length=316)] | None = None
+    key: Annotated[str, AfterValidator(lambda v: check_pattern(
+        v, _TOLERATION_KEY_PATTERN, "a taint key such as nvidia.com/gpu")), Field(
+        max_length=QUALIFIED_NAME_MAX_LENGTH,
+        json_schema_extra={"pattern": _TOLERATION_KEY_PATTERN})] | None = None
     """Taint key to match; empty with operator Exists matches every taint."""
 
     operator: TolerationOperator = TolerationOperator.EQUAL
     """Exists or Equal."""
 
-    value: Annotated[str, Field(max_length=63)] | None = None
+    value: Annotated[str, AfterValidator(lambda v: check_pattern(
+        v, LABEL_VALUE_PATTERN, "a label value")), Field(
+        max_length=63, json_schema_extra={"pattern": LABEL_VALUE_PATTERN})] | None = None
     """Taint value to match with operator Equal."""
 
     effect: TaintEffect | None = None
     """Taint effect to match; all effects when absent."""
 
-    toleration_seconds: Annotated[int, Field(ge=0)] | None = None
+    toleration_seconds: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
     """For NoExecute: how long the pod stays bound after the taint appears."""
 
     @model_validator(mode="after")
-    def _exists_has_no_value(self) -> Toleration:
+    def _valid_for_pods(self) -> Toleration:
         if self.operator is TolerationOperator.EXISTS and self.value:
             raise ValueError("value must be empty when operator is Exists")
+        if self.operator is not TolerationOperator.EXISTS and not self.key:
+            raise ValueError("key is required unless operator is Exists")
+        if self.toleration_seconds is not None and self.effect is not TaintEffect.NO_EXECUTE:
+            raise ValueError("tolerationSeconds needs effect NoExecute")
         return self
 
 
 class Scheduling(SpecModel):
     """Where pods may run and how a batch queue admits them."""
 
-    node_selector: Annotated[dict[str, LabelValue], Field(json_schema_extra=k8s(
-        max_properties=64))] = Field(default_factory=dict)
+    node_selector: Labels = Field(default_factory=dict)
     """Node labels every pod requires."""
 
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(
         default_factory=list)
     """Taints the pods tolerate (e.g. nvidia.com/gpu on GPU nodes)."""
 
-    priority_class_name: Annotated[str, Field(max_length=253)] | None = None
+    priority_class_name: ObjectName | None = None
     """PriorityClass of the pods."""
 
-    queue_name: Annotated[str, Field(max_length=63)] | None = None
+    queue_name: LabelValue | None = None
     """Kueue LocalQueue: set as label kueue.x-k8s.io/queue-name so Kueue admits the whole
     gang at once (the operator creates the Job suspended for Kueue to release)."""
 
@@ -213,13 +238,11 @@ class RunPolicy(SpecModel):
 class PodMetadata(SpecModel):
     """Labels and annotations added to every pod the operator creates for this resource."""
 
-    labels: Annotated[dict[str, LabelValue], Field(json_schema_extra=k8s(
-        max_properties=64))] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     """Extra pod labels. The operator's own labels (app.kubernetes.io/*, modelloop.dev/*)
     win over a user label with the same key."""
 
-    annotations: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(
-        json_schema_extra=k8s(max_properties=64))] = Field(default_factory=dict)
+    annotations: Annotations = Field(default_factory=dict)
     """Extra pod annotations (sidecar injection, cost attribution...)."""
 
 

@@ -32,7 +32,7 @@ from .common import ServedModel as ServedModel
 from .markers import Rule, k8s
 from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
 from .monitoring import AnalysisStatus, MonitoringSpec, RetrainSpec, RetrainStatus
-from .trainingjob import IMAGE_MAX_LENGTH
+from .scalars import Image
 
 #: Leaves room for <name>-canary, <name>-metrics and retrain jobs (<name>-rt-<hash>).
 MODELDEPLOYMENT_MAX_NAME_LENGTH = 40
@@ -204,7 +204,7 @@ class ModelDeploymentSpec(SpecModel):
     retrain: RetrainSpec | None = None
     """Automatic retraining; off when absent."""
 
-    image: Annotated[str, Field(min_length=1, max_length=IMAGE_MAX_LENGTH)] | None = None
+    image: Image | None = None
     """Server image; the operator's configured server image when absent."""
 
     scheduling: Scheduling = Field(default_factory=Scheduling, json_schema_extra=k8s(

@@ -13,10 +13,10 @@ from typing import Annotated
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from .base import SpecModel, StatusModel
-from .common import Duration, HttpURL, LabelValue, ServedModel, TriggerCheck
+from .common import Duration, HttpURL, ServedModel, TriggerCheck
 from .markers import Rule, k8s
 from .optimizationjob import OptimizationJobSettings
-from .scalars import check_pattern
+from .scalars import Annotations, Labels, check_pattern
 from .trainingjob import TrainingJobSpec
 
 PROMQL_MAX_LENGTH = 4096
@@ -142,12 +142,10 @@ class MonitoringSpec(SpecModel):
 class TemplateMetadata(SpecModel):
     """Labels and annotations for the objects created from a template."""
 
-    labels: Annotated[dict[str, LabelValue], Field(json_schema_extra=k8s(
-        max_properties=64))] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     """Extra labels."""
 
-    annotations: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(
-        json_schema_extra=k8s(max_properties=64))] = Field(default_factory=dict)
+    annotations: Annotations = Field(default_factory=dict)
     """Extra annotations."""
 
 

@@ -29,8 +29,7 @@ from .common import (
 from .jobs import JobPhase, JobStatus
 from .markers import Rule, k8s
 from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
-from .scalars import check_pattern
-from .trainingjob import IMAGE_MAX_LENGTH
+from .scalars import Image, check_pattern
 
 #: Leaves room for the Job (<name>-a<attempt>) and its pod names.
 OPTIMIZATIONJOB_MAX_NAME_LENGTH = 50
@@ -233,7 +232,7 @@ class OptimizationJobSettings(SpecModel):
         default_factory=NodeResources, json_schema_extra=k8s(immutable=True, default={}))
     """Compute for the optimization pod."""
 
-    image: Annotated[str, Field(min_length=1, max_length=IMAGE_MAX_LENGTH)] | None = Field(
+    image: Image | None = Field(
         default=None, json_schema_extra=k8s(immutable=True))
     """Trainer image; the operator's configured trainer image when absent."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
 
@@ -44,8 +44,13 @@ def _uri_rule(schemes: tuple[str, ...]) -> Rule:
 
 
 def check_uri(value: str, schemes: tuple[str, ...]) -> str:
-    """Return ``value`` if it is a URI with one of ``schemes``; raise ValueError otherwise."""
-    if re.match(_uri_pattern(schemes), value) or ("pvc" in schemes and re.match(_PVC, value)):
+    """Return ``value`` if it is a URI with one of ``schemes``; raise ValueError otherwise.
+
+    ``fullmatch``, not ``match``: in Python ``$`` also matches before a final newline,
+    in RE2 (the API server's CEL) it does not, so ``pvc://models\\n`` would pass here only.
+    """
+    if re.fullmatch(_uri_pattern(schemes), value) or (
+            "pvc" in schemes and re.fullmatch(_PVC, value)):
         return value
     listed = ", ".join(f"{s}://" for s in schemes)
     raise ValueError(
@@ -95,7 +100,7 @@ HttpURL = Annotated[
 
 
 def _check_http_url(value: str) -> str:
-    if not re.match(HTTP_URL_PATTERN, value):
+    if not re.fullmatch(HTTP_URL_PATTERN, value):
         raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
     return value
 
@@ -104,6 +109,10 @@ def _check_http_url(value: str) -> str:
 
 #: Go-style durations: one or more ``<integer><unit>`` with units ms, s, m, h (``1h30m``).
 DURATION_PATTERN: Final = r"^([0-9]+(ms|s|m|h))+$"
+#: Longest duration accepted (366 days): far beyond any interval, window or cooldown, and
+#: far below what Go (about 2,562,047 h) and Python's timedelta can hold.
+MAX_DURATION: Final = "8784h"
+_MAX_DURATION_SECONDS: Final = 8784 * 3600
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -117,6 +126,8 @@ def parse_duration(value: str) -> timedelta:
     if not re.fullmatch(DURATION_PATTERN, value):
         raise ValueError(f"must be a duration such as 30s, 5m or 1h (got {value!r})")
     seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    if seconds > _MAX_DURATION_SECONDS:
+        raise ValueError(f"must be at most {MAX_DURATION} (366 days) (got {value!r})")
     return timedelta(seconds=seconds)
 
 
@@ -130,11 +141,17 @@ Duration = Annotated[
     str,
     AfterValidator(_check_duration),
     Field(max_length=32, json_schema_extra=k8s(Rule(
-        f"self.matches('{DURATION_PATTERN}') && duration(self) > duration('0s')",
-        "must be a positive duration such as 30s, 5m or 1h (units ms, s, m, h)",
+        f"self.matches('{DURATION_PATTERN}') && duration(self) > duration('0s')"
+        f" && duration(self) <= duration('{MAX_DURATION}')",
+        "must be a positive duration such as 30s, 5m or 1h (units ms, s, m, h), "
+        f"at most {MAX_DURATION}",
     ))),
 ]
 """A positive Go-style duration string; read it with :func:`parse_duration`."""
+
+
+#: The largest integer the API server stores (JSON numbers beyond it are not integers).
+INT64_MAX: Final = 2**63 - 1
 
 
 # --- quantities -------------------------------------------------------------------------
@@ -153,6 +170,8 @@ def _check_quantity(value: object) -> int | str:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"must not be negative (got {value})")
+        if value > INT64_MAX:
+            raise ValueError(f"must fit a 64-bit integer (got {value})")
         return value
     if not re.fullmatch(QUANTITY_PATTERN, value):
         raise ValueError(
@@ -196,5 +215,72 @@ def check_pattern(value: str, pattern: str, what: str) -> str:
     return value
 
 
-LabelValue = Annotated[str, Field(max_length=63)]
-"""A label value (at most 63 characters)."""
+#: A label value: empty, or alphanumerics with '-', '_' and '.' inside, at most 63.
+LABEL_VALUE_PATTERN: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+#: A label or annotation key: an optional DNS-subdomain prefix and '/', then a name of
+#: at most 63 alphanumerics with '-', '_' and '.' inside (a "qualified name"). ``[.]``,
+#: not ``\.``: the pattern also sits inside a CEL string literal, where ``\.`` is invalid.
+QUALIFIED_NAME_PATTERN: Final = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+QUALIFIED_NAME_MAX_LENGTH: Final = 317  # a 253-character prefix, '/', a 63-character name
+_LABEL_VALUE = "a label value: at most 63 letters, digits, '-', '_' or '.', starting and " \
+    "ending with a letter or digit"
+_QUALIFIED_NAME = "a label key such as app or example.com/team: an optional DNS prefix " \
+    "and '/', then at most 63 letters, digits, '-', '_' or '.'"
+
+LabelValue = Annotated[
+    str,
+    AfterValidator(lambda v: check_pattern(v, LABEL_VALUE_PATTERN, _LABEL_VALUE)),
+    Field(max_length=63, json_schema_extra={"pattern": LABEL_VALUE_PATTERN}),
+]
+"""A label value (the API server refuses anything else on the pods the operator makes)."""
+
+QualifiedName = Annotated[
+    str,
+    AfterValidator(lambda v: check_pattern(v, QUALIFIED_NAME_PATTERN, _QUALIFIED_NAME)),
+    Field(min_length=1, max_length=QUALIFIED_NAME_MAX_LENGTH,
+          json_schema_extra={"pattern": QUALIFIED_NAME_PATTERN}),
+]
+"""A label key, annotation key or taint key."""
+
+
+def keys_rule(*, max_properties: int) -> dict[str, Any]:
+    """Schema extras for a map whose keys are label or annotation keys: the structural
+    schema cannot constrain keys, so a CEL rule does (cheap enough with maxProperties)."""
+    return k8s(Rule(
+        f"self.all(k, k.size() <= {QUALIFIED_NAME_MAX_LENGTH}"
+        f" && k.matches('{QUALIFIED_NAME_PATTERN}'))",
+        f"keys must be {_QUALIFIED_NAME}"), max_properties=max_properties)
+
+
+def check_keys(value: dict[str, Any]) -> dict[str, Any]:
+    """The Python side of :func:`keys_rule`."""
+    for key in value:
+        if len(key) > QUALIFIED_NAME_MAX_LENGTH or not re.fullmatch(
+                QUALIFIED_NAME_PATTERN, key):
+            raise ValueError(f"keys must be {_QUALIFIED_NAME} (got {key!r})")
+    return value
+
+
+Labels = Annotated[dict[str, LabelValue], AfterValidator(check_keys),
+                   Field(json_schema_extra=keys_rule(max_properties=64))]
+"""Labels: qualified-name keys, label values, at most 64."""
+
+Annotations = Annotated[dict[str, Annotated[str, Field(max_length=4096)]],
+                        AfterValidator(check_keys),
+                        Field(json_schema_extra=keys_rule(max_properties=64))]
+"""Annotations: qualified-name keys, values up to 4096 characters, at most 64."""
+
+#: A container image reference (registry/path:tag@digest), without spaces or controls.
+IMAGE_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
+IMAGE_MAX_LENGTH: Final = 512
+
+Image = Annotated[
+    str,
+    AfterValidator(lambda v: check_pattern(
+        v, IMAGE_PATTERN, "an image reference such as registry.example.com/ml/trainer:1.2")),
+    Field(min_length=1, max_length=IMAGE_MAX_LENGTH,
+          json_schema_extra={"pattern": IMAGE_PATTERN}),
+]
+"""A container image; the operator's configured image when absent."""

@@ -28,9 +28,8 @@ from .common import (
 from .jobs import JobPhase, JobStatus
 from .markers import k8s
 from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
-
-IMAGE_MAX_LENGTH = 512
-
+from .scalars import IMAGE_MAX_LENGTH as IMAGE_MAX_LENGTH
+from .scalars import Image
 
 #: Leaves room for the Job (<name>-a<attempt>) and its pods' hostnames (<job>-<index>).
 TRAININGJOB_MAX_NAME_LENGTH = 50
@@ -126,7 +125,7 @@ class TrainingJobSpec(SpecModel):
         default_factory=NodeResources, json_schema_extra=k8s(immutable=True, default={}))
     """Compute per node."""
 
-    image: Annotated[str, Field(min_length=1, max_length=IMAGE_MAX_LENGTH)] | None = Field(
+    image: Image | None = Field(
         default=None, json_schema_extra=k8s(immutable=True))
     """Trainer image; the operator's configured trainer image when absent."""
 
