@@ -6,8 +6,9 @@ one request), plus `kubectl auth can-i --as` itself for the headline answers. Th
 and uninstall, which must leave the CRDs (and so every user's objects) in place.
 
 The operator pod itself cannot start here (its image is not built on this machine; kwok
-only simulates pods). Running the real operator under this ServiceAccount's token is the
-next step: see docs/security.md.
+only simulates pods). The operator process does run under this ServiceAccount's token: the
+whole cluster tier starts it with the chart's RBAC and fails on any 403
+(tests/cluster/conftest.py, docs/security.md).
 """
 
 from __future__ import annotations
