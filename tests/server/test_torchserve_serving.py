@@ -191,13 +191,19 @@ def test_management_api_is_not_served_on_the_inference_or_metrics_ports(served: 
     assert served.predict({"text": "still served"}).status == 200
 
 
-def test_management_port_is_bound_to_loopback_only(served: Served) -> None:
+def test_management_and_grpc_ports_are_bound_to_loopback_only(served: Served) -> None:
     address = _non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address to try")
-    with socket.socket() as s:
-        s.settimeout(2)
-        assert s.connect_ex((address, served.management)) != 0
+    ports = (served.management, served.settings.grpc_management_port,
+             served.settings.grpc_inference_port)
+    for port in ports:
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex((address, port)) != 0, port
+        with socket.socket() as s:  # ...while they do listen, on loopback
+            s.settimeout(2)
+            assert s.connect_ex(("127.0.0.1", port)) == 0, port
 
 
 def test_health_endpoints(served: Served) -> None:
