@@ -50,7 +50,7 @@ from ..builders.serving import (
     service_url,
     split_replicas,
 )
-from ..errors import KubeError, WaitingError
+from ..errors import ConflictError, KubeError, WaitingError
 from ..kube import SERVICES, KubeClient, Object, Resource
 from ..status import Reason, merge_patch
 from .deployment_status import (
@@ -87,6 +87,8 @@ CONFIG_MAPS: Final = Resource("", "v1", "configmaps", "ConfigMap")
 AUTOSCALERS: Final = Resource("autoscaling", "v2", "horizontalpodautoscalers",
                               "HorizontalPodAutoscaler")
 KIND: Final = MODELDEPLOYMENT_KIND.kind
+STATUS_WRITE_ATTEMPTS: Final = 5
+"""Status patches per pass when only metadata moved under it (see ``_write_status``)."""
 
 
 def _utcnow() -> datetime:
@@ -353,10 +355,27 @@ async def _write_status(*, kube: KubeClient, obj: Mapping[str, Any],
     if not patch:
         return
     meta = obj["metadata"]
-    await kube.merge_patch(
-        resource=MODEL_DEPLOYMENTS, namespace=meta["namespace"], name=meta["name"],
-        subresource="status",
-        patch={"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch})
+    version = meta["resourceVersion"]
+    for attempt in range(STATUS_WRITE_ATTEMPTS):
+        try:
+            await kube.merge_patch(
+                resource=MODEL_DEPLOYMENTS, namespace=meta["namespace"], name=meta["name"],
+                subresource="status",
+                patch={"metadata": {"resourceVersion": version}, "status": patch})
+            break
+        except ConflictError:
+            # Only a new spec or someone else's status makes this pass stale. Labels and
+            # annotations written by others (Argo CD, kubectl label) move resourceVersion
+            # too, and a pass takes several requests: redoing it lost every race while
+            # such a writer kept going (tests/cluster/test_faults_controlplane.py). Send
+            # the same patch against the new version instead.
+            current = await kube.get(resource=MODEL_DEPLOYMENTS, namespace=meta["namespace"],
+                                     name=meta["name"])
+            if (attempt == STATUS_WRITE_ATTEMPTS - 1 or current is None
+                    or current["metadata"].get("generation") != meta.get("generation")
+                    or (current.get("status") or {}) != before):
+                raise
+            version = current["metadata"]["resourceVersion"]
     if old.phase != new.phase or _rollout_phase(old) != _rollout_phase(new):
         warning = new.phase is not None and new.phase.value in ("Degraded", "Failed")
         reason = new.phase.value if new.phase is not None else "Pending"
