@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from collections import OrderedDict
@@ -47,6 +48,29 @@ APPLIED_VERSIONS_LIMIT: Final = 50_000
 """Objects whose last apply is remembered (oldest forgotten first): ~200 bytes each."""
 
 Object = dict[str, Any]
+
+APPLY_PATCH: Final = "application/apply-patch+yaml"
+# A JSON surrogate-pair escape (\ud83d\ude00) not itself preceded by an escaped backslash.
+_SURROGATE_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def apply_patch_body(manifest: Mapping[str, Any]) -> bytes:
+    """A server-side apply body the API server's YAML parser reads back unchanged.
+
+    An apply patch is parsed as YAML, and YAML rejects the surrogate-pair escapes that
+    JSON uses for characters beyond U+FFFF (an emoji in a pod annotation made every apply
+    of that Job fail with "invalid Unicode character escape code"). Those characters are
+    written as UTF-8 instead; everything else stays ASCII-escaped JSON, which YAML reads
+    (raw control characters would not be). Sent as bytes, so the client does not encode
+    it again.
+    """
+    text = json.dumps(manifest, separators=(",", ":"))
+
+    def unescape(match: re.Match[str]) -> str:
+        high, low = int(match.group(2), 16), int(match.group(3), 16)
+        return match.group(1) + chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+
+    return _SURROGATE_PAIR.sub(unescape, text).encode()
 Propagation = Literal["Background", "Foreground", "Orphan"]
 
 
@@ -262,6 +286,8 @@ class KubeClient:
         body: Any = None, content_type: str | None = None,
     ) -> Any:
         headers = {"Accept": "application/json"}
+        if content_type == APPLY_PATCH:
+            body, content_type = apply_patch_body(body), f"{APPLY_PATCH}; charset=utf-8"
         if content_type is not None:
             headers["Content-Type"] = content_type
         try:
@@ -315,7 +341,7 @@ class KubeClient:
             result = dict(await self._request(
                 "PATCH", path,
                 query=[("fieldManager", self._field_manager), ("force", str(force).lower())],
-                body=dict(manifest), content_type="application/apply-patch+yaml",
+                body=dict(manifest), content_type=APPLY_PATCH,
                 what=f"apply {resource.kind} {meta.get('namespace')}/{meta['name']}"))
         except KubeError:
             self.applied_versions.forget(path)
