@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import kopf
@@ -13,6 +14,7 @@ from modelloop_operator.handlers import (
     FINISHED_TRAINING_JOBS,
     MODEL_DEPLOYMENTS_BY_SOURCE,
     OPTIMIZATION_JOBS_BY_SOURCE,
+    RECONCILE_SLOTS,
     _pod_ended_or_disrupted,
     _unfinished,
     build_registry,
@@ -177,3 +179,30 @@ async def test_a_listed_job_of_a_finished_training_job_is_skipped_and_a_change_i
         await fn(namespace="team", labels={TRAINING_JOB: owner}, memo=memo,
                  type=event_type, **finished)
     assert woken == [("done", "job"), ("running", "job")]
+
+
+# --- concurrent reconciles are bounded (max_concurrent_reconciles) ---------------------
+
+async def test_reconciles_beyond_the_bound_wait_their_turn_in_order() -> None:
+    running, peak, order = 0, 0, []
+
+    async def reconcile(*, runtime: Runtime, namespace: str, name: str, trigger: str) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        order.append(name)
+        await asyncio.sleep(0.01)
+        running -= 1
+    memo = kopf.Memo()
+    memo["runtime"] = Runtime(config=OperatorConfig(), kube=cast(Any, _NoApi()),
+                              metrics=OperatorMetrics())
+    memo[RECONCILE_SLOTS] = asyncio.Semaphore(2)
+    names = [f"obj-{i}" for i in range(6)]
+    await asyncio.gather(*(handlers._guarded(reconcile, memo=memo, namespace="team", name=n,
+                                             trigger="create") for n in names))
+    assert peak == 2 and order == names
+
+
+def test_the_bound_is_a_setting() -> None:
+    assert OperatorConfig().max_concurrent_reconciles == 32
+    assert OperatorConfig(max_concurrent_reconciles=4).max_concurrent_reconciles == 4

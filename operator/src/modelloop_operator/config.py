@@ -55,6 +55,13 @@ class OperatorConfig(BaseSettings):
     """How often every unfinished object is reconciled even without events: the safety
     net for missed watch events and the clock for deadlines."""
 
+    max_concurrent_reconciles: Annotated[int, Field(ge=1, le=10_000)] = 32
+    """Reconciles running at once; the others wait their turn, in arrival order. Without
+    a bound, a burst of new objects (or every resync timer firing together) queues every
+    reconcile's request in the HTTP client at once, where they time out (30 s) before
+    they are even sent, are retried, and the operator falls further behind
+    (bench/operator_scale.py). Raise it for an API server with cores to spare."""
+
     default_cpu: str = "1"
     """CPU request and limit per job pod when the spec names none."""
 

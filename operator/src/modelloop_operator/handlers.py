@@ -20,6 +20,8 @@ every TrainingJob event cost O(ModelDeployments) and the operator fell behind fo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -137,6 +139,14 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 
 Reconcile = Callable[..., Awaitable[object]]
 
+RECONCILE_SLOTS: Final = "reconcile_slots"
+"""memo key of the semaphore bounding concurrent reconciles (max_concurrent_reconciles)."""
+
+
+def _slots(memo: kopf.Memo) -> contextlib.AbstractAsyncContextManager[Any]:
+    slots = memo.get(RECONCILE_SLOTS)
+    return slots if isinstance(slots, asyncio.Semaphore) else contextlib.nullcontext()
+
 
 async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | None,
                    name: str | None, trigger: str) -> None:
@@ -147,14 +157,16 @@ async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | No
         return
     runtime = _runtime(memo)
     try:
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                await reconcile(runtime=runtime, namespace=namespace, name=name,
-                                trigger=trigger)
-                return
-            except ConflictError:
-                if attempt == CONFLICT_RETRIES - 1:
-                    raise
+        # Wait for a slot without a deadline: only requests actually sent are timed.
+        async with _slots(memo):
+            for attempt in range(CONFLICT_RETRIES):
+                try:
+                    await reconcile(runtime=runtime, namespace=namespace, name=name,
+                                    trigger=trigger)
+                    return
+                except ConflictError:
+                    if attempt == CONFLICT_RETRIES - 1:
+                        raise
     except InvalidSpecError as exc:
         raise kopf.PermanentError(str(exc)) from exc
     except WaitingError as exc:
@@ -200,6 +212,7 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
         metrics = OperatorMetrics()
         if config.metrics_port:
             metrics.serve(port=config.metrics_port)
+        memo[RECONCILE_SLOTS] = asyncio.Semaphore(config.max_concurrent_reconciles)
         memo["runtime"] = Runtime(config=config, kube=await KubeClient.connect(),
                                   metrics=metrics)
 
