@@ -439,10 +439,15 @@ def test_a_metadata_conflict_storm_loses_no_condition_and_creates_no_duplicates(
     apply(cluster, namespace, model_deployment("srv", node=kwok_node, replicas=1))
     targets = [*(("trainingjobs", n) for n in jobs), ("modeldeployments", "srv")]
     with metadata_storm(cluster, namespace, targets, tmp_path) as storm:
-        time.sleep(STORM_SECONDS / 2)
-        # A spec change (generation 2) in the middle of the storm.
+        began = time.monotonic()
+        # Status keeps up while the storm lasts, a spec change (generation 2) included.
+        operator.wait_for("srv Ready during the storm", mdep_ready(
+            cluster, namespace, "srv", 1), timeout=CONVERGE_SECONDS)
         merge_patch(cluster, namespace, "modeldeployment", "srv", {"spec": {"replicas": 2}})
-        time.sleep(STORM_SECONDS / 2)
+        operator.wait_for("srv at 2 replicas during the storm", mdep_ready(
+            cluster, namespace, "srv", 2), timeout=CONVERGE_SECONDS)
+        time.sleep(max(0.0, STORM_SECONDS - (time.monotonic() - began)))
+        assert not storm.stopping.is_set() and storm.is_alive()
     assert not storm.failures, storm.failures[:10]
     assert storm.patches > 0
     for name in jobs:
