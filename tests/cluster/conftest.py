@@ -266,8 +266,10 @@ class RunningOperator:
         return log_tail(self.log, lines)
 
     def forbidden_api_calls(self) -> list[str]:
-        """Log lines recording a request the API server refused with 403."""
-        return forbidden_api_calls(self.log)
+        """Log lines recording a request the API server refused with 403, except in the
+        minute after it (re)started (:func:`during_apiserver_startup`)."""
+        return [line for line in forbidden_api_calls(self.log)
+                if not during_apiserver_startup(line, cluster_workdir=self.cluster.workdir)]
 
     def metrics(self) -> str:
         """The operator's /metrics page."""

@@ -108,7 +108,7 @@ def test_a_missing_permission_is_detected_in_the_operator_log(
     finally:
         under.stop()
     assert any(f"system:serviceaccount:{namespace}:" in line for line in lines), lines
-    assert forbidden_api_calls(under.log) == under.forbidden_api_calls()
+    assert set(lines) <= set(forbidden_api_calls(under.log))
     # The log has more than refusals: the check picks lines, not the whole file.
     assert len(under.log.read_text().splitlines()) > len(under.forbidden_api_calls())
 
