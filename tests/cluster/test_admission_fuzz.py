@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,7 +45,10 @@ from tests.operator.fuzz_manifests import (
 
 pytestmark = pytest.mark.cluster
 
-EXAMPLES = 40
+#: Examples per kind; MODELLOOP_FUZZ_EXAMPLES raises it for a longer exploratory run, and
+#: MODELLOOP_FUZZ_RANDOM=1 draws new examples instead of CI's fixed ones.
+EXAMPLES = int(os.environ.get("MODELLOOP_FUZZ_EXAMPLES", "40"))
+DERANDOMIZE = os.environ.get("MODELLOOP_FUZZ_RANDOM") != "1"
 RECONCILE_TIMEOUT = 60
 PLURALS = {"TrainingJob": "trainingjobs", "OptimizationJob": "optimizationjobs",
            "ModelDeployment": "modeldeployments"}
@@ -193,7 +197,7 @@ def test_fuzzed_manifests_are_rejected_with_a_message_or_reconciled_cleanly(
         earlier_namespaces: set[str], names: Iterator[str], kind: str) -> None:
     run = FuzzRun(kind=kind, namespace=namespace)
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
               phases=(Phase.explicit, Phase.generate),
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.function_scoped_fixture])

@@ -491,6 +491,8 @@ def fuzzed_manifest(draw: st.DrawFn, kind: str, *, name: str = "fuzzed",
 def uses_network_outside_loopback(doc: Manifest) -> bool:
     """Whether an accepted document could make the operator call anything but 127.0.0.1
     (the only URL it fetches is monitoring.prometheusUrl)."""
-    url = ((doc.get("spec") or {}).get("monitoring") or {}).get("prometheusUrl")
+    spec = doc.get("spec")
+    monitoring = spec.get("monitoring") if isinstance(spec, dict) else None
+    url = monitoring.get("prometheusUrl") if isinstance(monitoring, dict) else None
     return (isinstance(url, str) and re.match(r"(?i)\s*https?:", url) is not None
             and not url.startswith("http://127.0.0.1:"))

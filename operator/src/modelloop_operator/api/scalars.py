@@ -224,6 +224,8 @@ QUALIFIED_NAME_PATTERN: Final = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 QUALIFIED_NAME_MAX_LENGTH: Final = 317  # a 253-character prefix, '/', a 63-character name
+# The prefix, when there is one, is at most 253 characters (a DNS subdomain).
+_PREFIX_LENGTH: Final = r"^([^/]{1,253}/)?[^/]+$"
 _LABEL_VALUE = "a label value: at most 63 letters, digits, '-', '_' or '.', starting and " \
     "ending with a letter or digit"
 _QUALIFIED_NAME = "a label key such as app or example.com/team: an optional DNS prefix " \
@@ -250,15 +252,15 @@ def keys_rule(*, max_properties: int) -> dict[str, Any]:
     schema cannot constrain keys, so a CEL rule does (cheap enough with maxProperties)."""
     return k8s(Rule(
         f"self.all(k, k.size() <= {QUALIFIED_NAME_MAX_LENGTH}"
-        f" && k.matches('{QUALIFIED_NAME_PATTERN}'))",
+        f" && k.matches('{QUALIFIED_NAME_PATTERN}') && k.matches('{_PREFIX_LENGTH}'))",
         f"keys must be {_QUALIFIED_NAME}"), max_properties=max_properties)
 
 
 def check_keys(value: dict[str, Any]) -> dict[str, Any]:
     """The Python side of :func:`keys_rule`."""
     for key in value:
-        if len(key) > QUALIFIED_NAME_MAX_LENGTH or not re.fullmatch(
-                QUALIFIED_NAME_PATTERN, key):
+        if len(key) > QUALIFIED_NAME_MAX_LENGTH or not (
+                re.fullmatch(QUALIFIED_NAME_PATTERN, key) and re.fullmatch(_PREFIX_LENGTH, key)):
             raise ValueError(f"keys must be {_QUALIFIED_NAME} (got {key!r})")
     return value
 
