@@ -103,7 +103,7 @@ bench-serve: venv ## TorchServe req/s at concurrency 8 vs in-process texts/s, fp
 
 # --- the whole loop on this machine (README "Quickstart (make demo)", "End-to-end test") ---
 .PHONY: demo test-e2e
-demo: venv cluster-binaries ## the quickstart loop for real: train, quantize, serve, predict (KEEP=1 leaves it up)
+demo: venv cluster-binaries ## the whole loop for real: train, int8, serve, drift, retrain, promote (KEEP=1 leaves it up)
 	$(PY) hack/demo.py
 
 test-e2e: venv cluster-binaries ## the e2e tier: tests/e2e (real trainer, optimizer, TorchServe on the local stack)

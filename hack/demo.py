@@ -1,10 +1,15 @@
-"""`make demo`: the quickstart loop on this machine, narrated, from YAML to predictions.
+"""`make demo`: the whole modelloop loop on this machine, narrated, YAML to retrained model.
 
 Brings up the local stack (tests/e2e/stack.py: control plane, pod runner node `local-0`,
 `models` claim, operator), applies examples/quickstart/ one manifest at a time, narrates
-each transition, asks the served model about held-out BBC articles and ends with a summary.
-Everything stops at the end (or on Ctrl-C); with KEEP=1 it stays up until Ctrl-C and
-prints how to reach it. Re-runnable: each run starts from an empty work dir.
+each transition (with the trainer's steps as they happen), asks the served model about
+held-out BBC articles, then runs the closed loop the e2e test runs (tests/e2e/closedloop.py):
+a real Prometheus, traffic from a shifted topic mix, drift detected, the deployment
+Degraded, an automatic retraining on data with the new mix, int8, promotion, and drift back
+to normal, with a live progress line. It ends with a summary table (accuracies, sizes,
+latencies, drift, the lineage chain). Everything stops at the end (or on Ctrl-C); with
+KEEP=1 it stays up until Ctrl-C and prints how to reach it. Re-runnable: each run starts
+from an empty work dir.
 """
 
 from __future__ import annotations
@@ -23,17 +28,46 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+# This checkout's packages first: the shared environment's editable installs may point at
+# another clone (tests/e2e/stack.py, SOURCE_PATH, does the same for the operator and pods).
+for _package in ("operator", "trainer-image", "server-image"):
+    sys.path.insert(1, str(REPO_ROOT / _package / "src"))
 
-from tests.e2e import loop  # noqa: E402
+from tests.e2e import closedloop, loop  # noqa: E402
 from tests.e2e.orphans import processes_using  # noqa: E402
+from tests.e2e.prometheus import Prometheus  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402
+from tests.harness.prometheus import prometheus_binary  # noqa: E402
 
 Json = dict[str, Any]
 STARTED = time.monotonic()
+LIVE = sys.stdout.isatty()
+"""On a terminal the progress line is redrawn in place; in a log it is a line per change."""
+_progress_shown = False
+
+
+def _stamp(message: str) -> str:
+    return f"[{time.monotonic() - STARTED:6.1f}s] {message}"
 
 
 def say(message: str) -> None:
-    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", flush=True)
+    global _progress_shown
+    if _progress_shown:
+        print(flush=True)
+        _progress_shown = False
+    print(_stamp(message), flush=True)
+
+
+def progress(line: str) -> None:
+    """The live progress view: one line, redrawn in place on a terminal."""
+    global _progress_shown
+    if not LIVE:
+        say(line)
+        return
+    width = shutil.get_terminal_size((120, 20)).columns - 1
+    sys.stdout.write("\r\033[K" + _stamp(line.strip())[:width])
+    sys.stdout.flush()
+    _progress_shown = True
 
 
 def narrate_status(kind: str) -> Any:
@@ -51,13 +85,44 @@ def _sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def serve_and_ask(stack: Stack, archive: str, *, show: int) -> Json:
+    """Classify the held-out articles with the model of `archive` over HTTP; print `show`
+    of them; return the served accuracy and a single-text latency."""
+    address = loop.wait_serving_address(stack, "quickstart", model_uri=archive)
+    model = loop.model_name_of(archive)
+    held_out = loop.held_out_examples(per_class=4)
+    predictions = loop.predict(address, model, held_out.texts)
+    step = max(1, len(held_out.texts) // show) if show else 0
+    for text, label, prediction in (list(zip(held_out.texts, held_out.labels, predictions,
+                                             strict=True))[::step] if step else []):
+        first_line = text.splitlines()[0][:60]
+        say(f"  {first_line!r:64} -> {prediction['label']:13} "
+            f"({prediction['confidence']:.2f}; truth {label})")
+    latencies: list[float] = []
+    for text in held_out.texts[:10]:
+        started = time.monotonic()
+        loop.predict(address, model, [text])
+        latencies.append((time.monotonic() - started) * 1000)
+    return {"url": f"http://{address}:{loop.INFERENCE_PORT}/predictions/{model}",
+            "accuracy": loop.accuracy(predictions, held_out.labels),
+            "held_out": len(held_out.texts), "latency_ms": statistics.median(latencies)}
+
+
 def run(stack: Stack, settings: loop.Settings) -> Json:
-    """The loop; returns what the summary prints."""
+    """Train -> int8 -> serve -> predict; returns what the summary prints."""
     summary: Json = {}
+    view = closedloop.ProgressView(stack, None, say=progress, every=1 if LIVE else 10)
     say("applying examples/quickstart/10-trainingjob.yaml")
     stack.apply(loop.training_job(settings))
+
+    def training_progress() -> None:
+        step = loop.trainer_progress(stack, "quickstart")
+        if step:
+            view.show(f"  TrainingJob quickstart: {step}")
+
     tj = loop.wait_phase(stack, "trainingjob", "quickstart", {"Succeeded"},
-                         timeout=settings.train_timeout, on_change=narrate_status("TrainingJob"))
+                         timeout=settings.train_timeout, on_change=narrate_status("TrainingJob"),
+                         on_poll=training_progress)
     summary["tj"] = tj
     say(f"trained: metrics {tj['status'].get('metrics')}, model {loop.dig(tj, 'status', 'model')}")
 
@@ -75,31 +140,35 @@ def run(stack: Stack, settings: loop.Settings) -> Json:
                            timeout=settings.serve_timeout,
                            on_change=narrate_status("ModelDeployment"))
     summary["mdep"] = mdep
-    address = loop.wait_serving_address(stack, "quickstart")
-    model = loop.model_name_of(oj["status"]["archiveUri"])
-    summary["url"] = f"http://{address}:{loop.INFERENCE_PORT}/predictions/{model}"
-    held_out = loop.held_out_examples(per_class=4)
-    predictions = loop.predict(address, model, held_out.texts)
-    for text, label, prediction in list(zip(held_out.texts, held_out.labels, predictions,
-                                            strict=True))[::4]:
-        first_line = text.splitlines()[0][:60]
-        say(f"  {first_line!r:64} -> {prediction['label']:13} "
-            f"({prediction['confidence']:.2f}; truth {label})")
-    summary["served_accuracy"] = loop.accuracy(predictions, held_out.labels)
-    summary["held_out"] = len(held_out.texts)
-    latencies: list[float] = []
-    for text in held_out.texts[:10]:
-        started = time.monotonic()
-        loop.predict(address, model, [text])
-        latencies.append((time.monotonic() - started) * 1000)
-    summary["latency_ms"] = statistics.median(latencies)
+    say("asking the served model about held-out articles (never trained on):")
+    summary["served"] = serve_and_ask(stack, oj["status"]["archiveUri"], show=5)
+    summary["url"] = summary["served"]["url"]
     return summary
+
+
+def run_closed_loop(stack: Stack, prom: Prometheus, summary: Json) -> None:
+    """Shifted traffic -> drift in Prometheus -> Degraded -> retraining -> int8 ->
+    promotion -> drift back to normal (tests/e2e/closedloop.py), narrated live."""
+    archive = summary["oj"]["status"]["archiveUri"]
+    view = closedloop.ProgressView(stack, prom, say=progress, every=2 if LIVE else 10)
+    seen = closedloop.run(stack, prom, model=loop.model_name_of(archive), archive=archive,
+                          on_tick=view.tick, on_step=say)
+    summary["loop"] = seen
+    new_archive = seen.promoted["status"]["activeModel"]["archiveUri"]
+    say("asking the promoted model about the same held-out articles:")
+    summary["served_after"] = serve_and_ask(stack, new_archive, show=0)
+    summary["url"] = summary["served_after"]["url"]
 
 
 def print_summary(summary: Json, stack: Stack) -> None:
     tj, oj, mdep = summary["tj"], summary["oj"], summary["mdep"]
-    report = oj["status"].get("report") or {}
-    base, opt = report.get("baseline") or {}, report.get("optimized") or {}
+    seen: closedloop.Observed | None = summary.get("loop")
+    rtj = seen.training_job if seen else {}
+    roj = seen.optimization_job if seen else {}
+
+    def report(obj: Json) -> tuple[Json, Json, Json]:
+        rep = loop.dig(obj, "status", "report") or {}
+        return rep, rep.get("baseline") or {}, rep.get("optimized") or {}
 
     def mb(value: Any) -> str:
         return f"{value / 1e6:.1f} MB" if isinstance(value, int | float) else "-"
@@ -107,28 +176,58 @@ def print_summary(summary: Json, stack: Stack) -> None:
     def num(value: Any, fmt: str = ".3f") -> str:
         return format(value, fmt) if isinstance(value, int | float) else "-"
 
-    rows = [
-        ("trained accuracy (validation)", num(loop.dig(tj, "status", "metrics", "accuracy"))),
-        ("fp32 / int8 accuracy", f"{num(base.get('accuracy'))} / {num(opt.get('accuracy'))}"),
-        ("fp32 / int8 size", f"{mb(base.get('sizeBytes'))} / {mb(opt.get('sizeBytes'))}"),
+    def both(first: str, second: str) -> str:
+        return f"{first:<24}{second if seen else ''}"
+
+    rows: list[tuple[str, str]] = [("", both("quickstart (v1)", "retrained (promoted)"))]
+    (rep1, base1, opt1), (rep2, base2, opt2) = report(oj), report(roj)
+    served, after = summary["served"], summary.get("served_after") or {}
+    rows += [
+        ("trained accuracy (validation)",
+         both(num(loop.dig(tj, "status", "metrics", "accuracy")),
+              num(loop.dig(rtj, "status", "metrics", "accuracy")))),
+        ("fp32 / int8 accuracy",
+         both(f"{num(base1.get('accuracy'))} / {num(opt1.get('accuracy'))}",
+              f"{num(base2.get('accuracy'))} / {num(opt2.get('accuracy'))}")),
+        ("fp32 / int8 size",
+         both(f"{mb(base1.get('sizeBytes'))} / {mb(opt1.get('sizeBytes'))}",
+              f"{mb(base2.get('sizeBytes'))} / {mb(opt2.get('sizeBytes'))}")),
         ("fp32 / int8 latency p50",
-         f"{num(base.get('latencyP50Ms'), '.1f')} / {num(opt.get('latencyP50Ms'), '.1f')} ms"),
-        ("int8 speedup", num(report.get("speedup"), ".2f") + "x"),
-        (f"served accuracy ({summary['held_out']} held-out articles)",
-         num(summary["served_accuracy"], ".2f")),
-        ("served latency p50 (1 text, HTTP)", f"{summary['latency_ms']:.0f} ms"),
-        ("lineage", " -> ".join(filter(None, [
-            loop.dig(tj, "spec", "model", "uri"), f"TrainingJob/{tj['metadata']['name']}",
-            f"OptimizationJob/{oj['metadata']['name']}",
-            loop.dig(mdep, "status", "activeModel", "archiveUri"),
-            f"ModelDeployment/{mdep['metadata']['name']}"]))),
+         both(f"{num(base1.get('latencyP50Ms'), '.1f')} / {num(opt1.get('latencyP50Ms'), '.1f')}"
+              " ms",
+              f"{num(base2.get('latencyP50Ms'), '.1f')} / {num(opt2.get('latencyP50Ms'), '.1f')}"
+              " ms")),
+        ("int8 speedup", both(num(rep1.get("speedup"), ".2f") + "x",
+                              num(rep2.get("speedup"), ".2f") + "x")),
+        (f"served accuracy ({served['held_out']} held-out articles)",
+         both(num(served["accuracy"], ".2f"), num(after.get("accuracy"), ".2f"))),
+        ("served latency p50 (1 text, HTTP)",
+         both(f"{served['latency_ms']:.0f} ms",
+              f"{after['latency_ms']:.0f} ms" if after else "-")),
     ]
+    if seen is not None:
+        rows.append((f"drift PSI, shifted traffic (max {closedloop.DRIFT_MAX})",
+                     both(num(seen.drifted), num(seen.recovered))))
+    active = loop.dig(seen.healthy if seen else mdep, "status", "activeModel") or {}
+    chain = [loop.dig(tj, "spec", "model", "uri"), f"TrainingJob/{tj['metadata']['name']}",
+             f"OptimizationJob/{oj['metadata']['name']}", oj["status"].get("archiveUri")]
+    if seen is not None:
+        lineage = active.get("lineage") or {}
+        checks = ", ".join(f"{c.get('name')} {num(c.get('value'))} > {num(c.get('threshold'))}"
+                           for c in loop.dig(lineage, "triggeredBy", "checks") or [])
+        chain += [f"ModelDeployment/{mdep['metadata']['name']} ({checks})",
+                  f"TrainingJob/{lineage.get('trainingJob')} on {lineage.get('dataset')}",
+                  f"OptimizationJob/{lineage.get('optimizationJob')}", active.get("archiveUri")]
+    chain.append(f"ModelDeployment/{mdep['metadata']['name']}")
     width = max(len(name) for name, _ in rows)
     print("\n" + "=" * 78)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    print("  lineage:\n    " + "\n    -> ".join(str(link) for link in chain if link))
     print("=" * 78)
     print("  bring-up: " + ", ".join(f"{k} {v:.1f}s" for k, v in stack.timings.items()))
+    if seen is not None:
+        print("  closed loop: " + ", ".join(f"{k} {v:.0f}s" for k, v in seen.timings.items()))
     print(f"  total: {time.monotonic() - STARTED:.0f}s\n", flush=True)
 
 
@@ -144,15 +243,24 @@ def main() -> int:
     # old work dir holds only files.
     shutil.rmtree(args.workdir, ignore_errors=True)
     stack: Stack | None = None
+    prom: Prometheus | None = None
     try:
         stack = start_stack(args.workdir, on_step=say)
         summary = run(stack, loop.DEMO)
+        if prometheus_binary() is None:
+            say("prometheus not found (apt-get install -y prometheus): skipping the closed "
+                "loop (drift -> retraining -> promotion)")
+        else:
+            say("starting Prometheus (scrapes the serving pods' metrics)")
+            prom = closedloop.start_prometheus(stack)
+            run_closed_loop(stack, prom, summary)
         print_summary(summary, stack)
         if args.keep:
             print(f"KEEP=1: running until Ctrl-C\n  export KUBECONFIG={stack.plane.kubeconfig}\n"
                   f"  curl -s -H 'Content-Type: application/json' -d '{{\"text\": \"...\"}}' "
-                  f"{summary['url']}\n  operator log: {args.workdir / 'operator.log'}",
-                  flush=True)
+                  f"{summary['url']}\n"
+                  + (f"  Prometheus: {prom.url}\n" if prom is not None else "")
+                  + f"  operator log: {args.workdir / 'operator.log'}", flush=True)
             while True:
                 time.sleep(3600)
         return 0
@@ -160,6 +268,8 @@ def main() -> int:
         say("interrupted: tearing everything down")
         return 130
     finally:
+        if prom is not None:
+            prom.stop()
         if stack is not None:
             say("stopping operator, pods and control plane")
             dirs = [stack.workdir, *stack.pod_dirs]

@@ -88,13 +88,16 @@ def phase(obj: Json | None) -> str:
 
 def wait_phase(stack: Stack, kind: str, name: str, phases: set[str], *, timeout: float,
                fail_on: set[str] = frozenset({"Failed"}),  # type: ignore[assignment]
-               on_change: Callable[[Json], None] = lambda _: None) -> Json:
+               on_change: Callable[[Json], None] = lambda _: None,
+               on_poll: Callable[[], None] = lambda: None) -> Json:
     """Wait until `kind/name` reaches one of `phases`; raise at once on a `fail_on` phase
-    (with the status message), so a failed run does not sit out the whole timeout."""
+    (with the status message), so a failed run does not sit out the whole timeout.
+    `on_change` gets the object at each phase change, `on_poll` is called at every poll."""
     last = ""
 
     def probe() -> Json | None:
         nonlocal last
+        on_poll()
         obj = stack.get(kind, name)
         current = phase(obj)
         if obj is not None and current != last:
@@ -108,6 +111,29 @@ def wait_phase(stack: Stack, kind: str, name: str, phases: set[str], *, timeout:
     found: Json = stack.wait_for(f"{kind}/{name} phase in {sorted(phases)}", probe,
                                  timeout=timeout)
     return found
+
+
+def trainer_progress(stack: Stack, training_job: str) -> str:
+    """The trainer's latest event from its JSON log lines (the pod runner keeps each
+    container's log in a file; in a cluster this is `kubectl logs`), e.g. "step 12,
+    epoch 1, loss 0.912"; "" before the first one."""
+    pods = stack.list("pods", f"modelloop.dev/trainingjob={training_job}")
+    if not pods:
+        return ""
+    log = stack.pod_log(pods[-1]["metadata"]["name"], "trainer")
+    for line in reversed(log.splitlines()[-50:]):
+        try:
+            event = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            continue
+        if event.get("event") == "step":
+            return (f"step {event.get('step')}, epoch {event.get('epoch')}, loss "
+                    f"{float(event.get('loss', 0)):.3f}")
+        if event.get("message"):
+            return str(event["message"])[:70]
+    return ""
 
 
 # --- serving ----------------------------------------------------------------------------

@@ -19,9 +19,8 @@ import pytest
 from tests.harness.binaries import MissingBinariesError, locate
 from tests.harness.prometheus import prometheus_binary
 
-from . import loop, retrain
+from . import closedloop, loop, retrain
 from .orphans import processes_using
-from .prometheus import Prometheus
 from .stack import Stack, start_stack
 
 # 7 minutes measured on the shared 2-core dev machine (load ~8) for the quickstart test,
@@ -121,81 +120,67 @@ def test_quickstart_trains_optimizes_and_serves(stack: Stack) -> None:
 
 def test_shifted_traffic_retrains_once_promotes_and_drift_recovers(stack: Stack) -> None:
     """Traffic mostly about sport: drift PSI crosses 0.2 in Prometheus -> Degraded -> one
-    retraining on data with the new mix -> int8 -> promoted -> drift back under 0.2."""
+    retraining on data with the new mix -> int8 -> promoted, which restarts the analysis
+    (no longer Degraded) -> the same traffic leaves the drift under 0.2, analysis Healthy."""
     if "archive" not in SERVED:
         pytest.fail("needs the deployment of the quickstart test above (it failed)")
     if prometheus_binary() is None:
         pytest.skip("prometheus not found: apt-get install -y prometheus")
     started = time.monotonic()
-    prom = Prometheus(workdir=stack.workdir / "prometheus",
-                      list_pods=lambda: stack.list("pods"))
-    prom.start()
+    prom = closedloop.start_prometheus(stack)
+    view = closedloop.ProgressView(stack, prom, say=lambda line: print(line, flush=True),
+                                   every=10)
     try:
-        _retrain_loop(stack, prom, started)
+        seen = closedloop.run(stack, prom, model=SERVED["model"], archive=SERVED["archive"],
+                              on_tick=view.tick)
     finally:
         prom.stop()
 
+    # Drift crossed the bound in Prometheus and the drift check made it Degraded.
+    assert seen.drifted > closedloop.DRIFT_MAX, seen.drifted
+    degraded = loop.condition(seen.degraded, "Degraded") or {}
+    assert degraded.get("reason") == "AnalysisFailed", degraded
+    assert "drift" in degraded.get("message", ""), degraded
 
-def _retrain_loop(stack: Stack, prom: Prometheus, started: float) -> None:
-    pools = retrain.traffic_pools()
-    retrain.write_dataset(stack.models_dir / retrain.DATASET_PATH)
-    stack.apply(retrain.monitored_deployment(prometheus_url=prom.url))
-    # Traffic only once the operator has taken in the new spec (and rolled, if it must).
-    stack.wait_for("ModelDeployment Ready at its new generation", lambda: (
-        (obj := stack.get("modeldeployment", "quickstart")) is not None
-        and loop.dig(obj, "status", "observedGeneration") == obj["metadata"]["generation"]
-        and loop.phase(obj) == "Ready"), timeout=600)
-    drift_query = ('max(modelloop_drift_psi{distribution="class",'
-                   f'namespace="{stack.namespace}"}})')
-
-    # Shifted traffic on the v1 server: PSI in Prometheus crosses the threshold.
-    address = loop.wait_serving_address(stack, "quickstart")
-    retrain.send_shifted(address, SERVED["model"], pools, batches=10)
-    drifted = stack.wait_for("drift PSI above 0.2 in Prometheus",
-                             lambda: (v := prom.value(drift_query)) is not None and v > 0.2
-                             and v, timeout=120)
-    mdep = stack.wait_for("ModelDeployment Degraded by the drift check", lambda: (
-        (obj := stack.get("modeldeployment", "quickstart")) is not None
-        and (loop.condition(obj, "Degraded") or {}).get("status") == "True" and obj),
-        timeout=300)
-    assert "drift" in (loop.condition(mdep, "Degraded") or {}).get("message", ""), mdep["status"]
-
-    # Exactly one retraining: its TrainingJob and OptimizationJob run for real.
-    jobs = stack.wait_for("the retrain TrainingJob", lambda: stack.list(
-        "trainingjobs", "modelloop.dev/modeldeployment=quickstart"), timeout=120)
-    assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
-    rt_name = jobs[0]["metadata"]["name"]
-    tj = loop.wait_phase(stack, "trainingjob", rt_name, {"Succeeded"}, timeout=1800)
+    # Exactly one retraining, on the new mix, triggered by this deployment's drift check.
+    assert len(seen.retrain_jobs) == 1, seen.retrain_jobs
+    rt_name = seen.retrain_jobs[0]
+    tj = seen.training_job
     assert tj["spec"]["dataset"]["uri"] == f"pvc://models/{retrain.DATASET_PATH}"
     assert tj["status"]["lineage"]["triggeredBy"]["modelDeployment"] == "quickstart"
-    # Promoted and served: the phase stays Degraded until the new model's own analysis is
-    # Healthy, which needs the traffic below, so wait for a Ready replica instead.
-    mdep = stack.wait_for("the retrained model promoted and served", lambda: (
-        (obj := stack.get("modeldeployment", "quickstart")) is not None
-        and loop.dig(obj, "status", "activeModel", "archiveUri") not in (None, SERVED["archive"])
-        and loop.dig(obj, "status", "readyReplicas") == 1
-        and loop.dig(obj, "status", "replicas") == 1 and obj), timeout=1800)
-    active = mdep["status"]["activeModel"]
+    assert tj["status"]["metrics"]["accuracy"] >= MIN_TRAINED_ACCURACY, tj["status"]
+    oj = seen.optimization_job
+    assert (loop.condition(oj, "Accepted") or {}).get("status") == "True", oj["status"]
+
+    # Promoted with complete lineage; the promotion restarted the analysis: from the first
+    # status naming the new model, never Degraded on the old model's account.
+    active = seen.promoted["status"]["activeModel"]
+    assert active["archiveUri"] == oj["status"]["archiveUri"], active
     lineage = active["lineage"]
     assert lineage["trainingJob"] == rt_name and lineage["optimizationJob"], lineage
+    assert lineage["optimizationJob"] == oj["metadata"]["name"], lineage
     assert lineage["baseModel"] == "builtin://all-minilm-l6-v2", lineage
     assert lineage["triggeredBy"]["checks"][0]["name"] == "drift", lineage
-    history = mdep["status"]["retrain"]["history"]
+    history = seen.promoted["status"]["retrain"]["history"]
     assert [(h["trainingJob"], h["outcome"]) for h in history] == [(rt_name, "Promoted")]
+    assert history[0]["previousModel"]["archiveUri"] == SERVED["archive"], history
+    assert seen.after_promotion, "never saw the promoted model in status"
+    assert all(status != "True" and phase != "Degraded"
+               for phase, status, _ in seen.after_promotion), seen.after_promotion
+    assert seen.after_promotion[0][2] == "ModelPromoted", seen.after_promotion
+    assert seen.promoted["status"]["analysis"]["consecutiveFailures"] == 0, \
+        seen.promoted["status"]["analysis"]
 
-    # The same traffic on the promoted model: drift back to normal, analysis Healthy.
-    address = loop.wait_serving_address(stack, "quickstart", model_uri=active["archiveUri"])
-    new_model = loop.model_name_of(active["archiveUri"])
-    retrain.send_shifted(address, new_model, pools, batches=10)
-    healthy = stack.wait_for("drift back under 0.2 and the analysis Healthy", lambda: (
-        (obj := stack.get("modeldeployment", "quickstart")) is not None
-        and loop.dig(obj, "status", "analysis", "result") == "Healthy" and obj), timeout=300)
-    recovered = prom.value(drift_query)
-    assert recovered is not None and recovered < 0.2, recovered
-    assert len(stack.list("trainingjobs", "modelloop.dev/modeldeployment=quickstart")) == 1
-    print(f"\ne2e retrain: drift {drifted:.2f} -> {recovered:.2f} after promoting "
-          f"{active['archiveUri']}; loop {time.monotonic() - started:.0f}s; analysis "
-          f"{loop.dig(healthy, 'status', 'analysis', 'checks')}")
+    # The same traffic on the promoted model: drift back to normal, analysis Healthy, Ready.
+    assert seen.recovered is not None and seen.recovered < closedloop.DRIFT_MAX, seen.recovered
+    assert loop.phase(seen.healthy) == "Ready", seen.healthy["status"]
+    assert (loop.condition(seen.healthy, "Degraded") or {}).get("status") == "False"
+    assert seen.retrain_jobs_at_end == [rt_name], seen.retrain_jobs_at_end
+    print(f"\ne2e retrain: drift {seen.drifted:.2f} -> {seen.recovered:.2f} after promoting "
+          f"{active['archiveUri']}; loop {time.monotonic() - started:.0f}s ("
+          + ", ".join(f"{k} {v:.0f}s" for k, v in seen.timings.items())
+          + f"); states after promotion {seen.after_promotion}; analysis "
+          f"{loop.dig(seen.healthy, 'status', 'analysis', 'checks')}")
 
 
 def test_teardown_leaves_no_process(stack: Stack) -> None:
