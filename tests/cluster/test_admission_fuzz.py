@@ -12,6 +12,10 @@ and missing fields) and creates them for real. Each one must be either
   condition, not in a traceback), and the operator's log has no exception, failed
   handler or error for any of them.
 
+A quarter of the admitted objects are then updated (PUT) with one more mutation, judged
+the same way with the transition rules (immutable fields), and must be reconciled at
+their new generation.
+
 Derandomized and bounded (``EXAMPLES`` per kind, no shrinking: every example costs API
 calls), so a run takes about a minute and CI sees the same manifests every time. A
 failure prints every offending manifest with the mutations that made it.
@@ -19,6 +23,7 @@ failure prints every offending manifest with the mutations that made it.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -28,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, assume, example, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import strategies as st
 
 from tests.cluster.conftest import RunningOperator
 from tests.harness.controlplane import ControlPlane
@@ -39,6 +45,7 @@ from tests.operator.fuzz_manifests import (
     apply_mutation,
     fuzzed_manifest,
     model_verdict,
+    mutation,
     schema_verdict,
     uses_network_outside_loopback,
 )
@@ -88,6 +95,7 @@ class FuzzRun:
     accepted: dict[str, Fuzzed] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     rejected: int = 0
+    updated: int = 0
 
 
 def _create(cluster: ControlPlane, namespace: str, doc: dict[str, Any]) -> tuple[bool, str]:
@@ -96,17 +104,37 @@ def _create(cluster: ControlPlane, namespace: str, doc: dict[str, Any]) -> tuple
     return result.returncode == 0, result.stderr.strip()
 
 
-def _admit_one(cluster: ControlPlane, run: FuzzRun, fuzzed: Fuzzed) -> None:
+def _replace(cluster: ControlPlane, namespace: str, doc: dict[str, Any]) -> tuple[bool, str]:
+    """An update of the whole spec (read, change the spec, PUT with the resourceVersion
+    read), retried on conflicts with the operator's own writes."""
+    plural, name = PLURALS[doc["kind"]], doc["metadata"]["name"]
+    stderr = ""
+    for _ in range(5):
+        current = json.loads(cluster.kubectl("get", plural, name, "-n", namespace,
+                                             "-o", "json").stdout)
+        current.pop("status", None)
+        current["spec"] = doc["spec"]
+        result = cluster.kubectl("replace", "--validate=strict", "-n", namespace, "-o",
+                                 "name", "-f", "-", input=json.dumps(current), check=False)
+        stderr = result.stderr.strip()
+        if result.returncode == 0:
+            return True, stderr
+        if "the object has been modified" not in stderr:
+            return False, stderr
+    return False, stderr
+
+
+def _judge(run: FuzzRun, fuzzed: Fuzzed, *, accepted: bool, stderr: str,
+           judged: list[str], touched: set[str]) -> None:
+    """Record what is wrong with the API server's answer to ``fuzzed``."""
     doc = fuzzed.doc
-    accepted, stderr = _create(cluster, run.namespace, doc)
-    judged = schema_verdict(doc)
     if not accepted:
         run.rejected += 1
         if "is invalid" not in stderr and "unknown field" not in stderr:
             run.problems.append(f"rejected without a validation message: {stderr[:500]}\n"
                                 f"{fuzzed.describe()}")
-        elif not any(name in stderr for name in fuzzed.field_names):
-            run.problems.append(f"the message names none of {sorted(fuzzed.field_names)}: "
+        elif not any(name in stderr for name in touched):
+            run.problems.append(f"the message names none of {sorted(touched)}: "
                                 f"{stderr[:500]}\n{fuzzed.describe()}")
         if not judged:
             run.problems.append(f"the API server rejects what schema+CEL in-process admit: "
@@ -120,6 +148,29 @@ def _admit_one(cluster: ControlPlane, run: FuzzRun, fuzzed: Fuzzed) -> None:
     if lax is not None:
         run.problems.append(f"admitted but the operator's models reject it: {lax}\n"
                             f"{fuzzed.describe()}")
+
+
+def _admit_one(cluster: ControlPlane, run: FuzzRun, fuzzed: Fuzzed) -> bool:
+    accepted, stderr = _create(cluster, run.namespace, fuzzed.doc)
+    _judge(run, fuzzed, accepted=accepted, stderr=stderr, judged=schema_verdict(fuzzed.doc),
+           touched=fuzzed.field_names)
+    return accepted
+
+
+def _update_one(cluster: ControlPlane, run: FuzzRun, created: Fuzzed, change: Mutation) -> None:
+    """Update an admitted object with one more mutation: transition rules (immutable
+    fields) on the server, and the operator's update path once admitted."""
+    doc = copy.deepcopy(created.doc)
+    apply_mutation(doc, change)
+    if uses_network_outside_loopback(doc):
+        return
+    updated = Fuzzed(doc=doc, base=created.base, mutations=(*created.mutations, change))
+    accepted, stderr = _replace(cluster, run.namespace, doc)
+    if accepted:
+        run.updated += 1
+    touched = Fuzzed(doc=doc, base=created.base, mutations=(change,)).field_names
+    _judge(run, updated, accepted=accepted, stderr=stderr,
+           judged=schema_verdict(doc, old=created.doc), touched=touched)
 
 
 def _reconciled(obj: dict[str, Any]) -> bool:
@@ -201,14 +252,16 @@ def test_fuzzed_manifests_are_rejected_with_a_message_or_reconciled_cleanly(
               phases=(Phase.explicit, Phase.generate),
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.function_scoped_fixture])
-    @given(fuzzed=fuzzed_manifest(kind))
-    def admit(fuzzed: Fuzzed) -> None:
+    @given(fuzzed=fuzzed_manifest(kind), data=st.data())
+    def admit(fuzzed: Fuzzed, data: st.DataObject) -> None:
         assume(not uses_network_outside_loopback(fuzzed.doc))
         fuzzed.doc["metadata"]["name"] = next(names)
-        _admit_one(cluster, run, fuzzed)
+        if _admit_one(cluster, run, fuzzed) and data.draw(st.integers(0, 3)) == 0:
+            _update_one(cluster, run, fuzzed, data.draw(mutation(fuzzed.doc)))
 
     for case in EXPLICIT[kind]:
-        admit = example(fuzzed=case)(admit)
+        case.doc["metadata"]["name"] = next(names)
+        _admit_one(cluster, run, case)
     admit()
     assert run.rejected and run.accepted, (
         f"the strategy should produce both outcomes: {run.rejected} rejected, "
@@ -222,5 +275,5 @@ def test_fuzzed_manifests_are_rejected_with_a_message_or_reconciled_cleanly(
     run.problems += [f"operator log: {p}" for p in _log_problems(added, others)]
     assert not run.problems, (
         f"{len(run.problems)} problem(s) with fuzzed {kind}s "
-        f"({run.rejected} rejected, {len(run.accepted)} accepted):\n\n"
+        f"({run.rejected} rejected, {len(run.accepted)} accepted, {run.updated} updated):\n\n"
         + "\n\n".join(run.problems[:12]))

@@ -148,13 +148,14 @@ def structural_errors(schema: Schema, value: Any, path: str = "") -> list[str]:
     return errors
 
 
-def schema_verdict(doc: Manifest) -> list[str]:
-    """Why the API server (CRD schema, then CEL) would reject ``doc``; empty to admit."""
+def schema_verdict(doc: Manifest, old: Manifest | None = None) -> list[str]:
+    """Why the API server (CRD schema, then CEL) would reject ``doc``, created or (with
+    ``old``) as an update; empty to admit."""
     schema = SCHEMAS[doc["kind"]]
     errors = structural_errors(schema, doc)
     if errors:
         return errors
-    return admit(schema, doc)
+    return admit(schema, doc, old)
 
 
 def model_verdict(doc: Manifest, *, strict: bool) -> str | None:
