@@ -31,7 +31,7 @@ pytest.importorskip("celpy", reason="cel-python is pinned in hack/requirements.t
 
 # No shrinking: each example runs every CEL rule of its kind, so shrinking takes minutes;
 # the failure message shows the manifest and the mutations that made it instead.
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                 phases=(Phase.explicit, Phase.generate),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
