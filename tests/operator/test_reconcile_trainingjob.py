@@ -282,10 +282,11 @@ async def test_a_deleted_rendezvous_service_is_recreated_while_the_job_runs(
     assert status(kube)["attempts"] == 1
 
 
-async def test_a_job_refused_on_creation_surfaces_the_api_servers_reason(
+async def test_a_job_refused_on_creation_fails_the_job_with_the_api_servers_reason(
         runtime: Runtime, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 422 on creation (an admission policy, say) is not mistaken for the immutable
-    template of an existing Job: nothing to patch, and the reason reaches the log."""
+    """A 422 on creation (an admission policy, a validation the schema cannot express) is
+    not mistaken for the immutable template of an existing Job: nothing is patched, and
+    the job fails with the API server's words in status, not only in the operator's log."""
     original = kube.apply
 
     async def refuse_jobs(**kwargs: Any) -> Any:
@@ -295,7 +296,12 @@ async def test_a_job_refused_on_creation_surfaces_the_api_servers_reason(
         return await original(**kwargs)
     monkeypatch.setattr(kube, "apply", refuse_jobs)
     create(kube)
-    with pytest.raises(UnprocessableError, match="denied by policy"):
-        await reconcile(runtime)
+    await reconcile(runtime)
     assert not [w for w in kube.writes if w[1] == "jobs"]
-    assert status(kube)["attempts"] == 1  # recorded first: the retry creates the same Job
+    got = status(kube)
+    assert got["phase"] == "Failed"
+    failed = next(c for c in got["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "InvalidSpec"
+    assert "denied by policy" in failed["message"]
+    await reconcile(runtime)  # final: a later pass creates nothing either
+    assert not [w for w in kube.writes if w[1] == "jobs"]

@@ -350,9 +350,29 @@ async def reconcile_gang(*, kube: KubeClient, kind: GangKind, request: GangReque
                           name=snapshot.job["metadata"]["name"])
         snapshot = GangSnapshot(job=None, stale_jobs=(), pods=(), service=snapshot.service)
     template = request.template_for(decision.attempt)
-    await _apply_service(kube=kube, request=request, snapshot=snapshot, template=template)
-    await _apply_job(kube=kube, request=request, snapshot=snapshot, decision=decision,
-                     template=template)
+    try:
+        await _apply_service(kube=kube, request=request, snapshot=snapshot, template=template)
+        await _apply_job(kube=kube, request=request, snapshot=snapshot, decision=decision,
+                         template=template)
+    except UnprocessableError as exc:
+        return await _refused(kube=kube, kind=kind, request=request, status_for=status_for,
+                              observed=observed, now=now, error=exc)
+    return decision
+
+
+async def _refused(*, kube: KubeClient, kind: GangKind, request: GangRequest,
+                   status_for: StatusFor, observed: AttemptObservation, now: datetime,
+                   error: UnprocessableError) -> RunDecision:
+    """The API server refused to create a child (a validation the schema cannot express,
+    an admission policy): the job can never start as written, so it fails with the API
+    server's words in status instead of a handler error only the operator's log shows."""
+    decision = invalid_spec(record=request.record, now=now,
+                            message=f"the API server refused a child of this job: {error}")
+    fresh = await kube.get(resource=kind.resource, namespace=request.namespace,
+                           name=request.name)
+    if fresh is not None:  # the status written above moved resourceVersion on
+        await write_status(kube=kube, kind=kind, obj=fresh,
+                           status=status_for(decision, observed), decision=decision)
     return decision
 
 
