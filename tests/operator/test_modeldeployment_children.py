@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from modelloop_operator.config import OperatorConfig
+from modelloop_operator.errors import UnprocessableError
 from modelloop_operator.kube import SERVICES
 from modelloop_operator.metrics import OperatorMetrics
 from modelloop_operator.reconcilers.modeldeployment import (
@@ -92,3 +93,31 @@ async def test_a_deleted_autoscaler_is_recreated_but_a_newly_requested_one_is_no
     await reconcile(runtime)
     assert kube.stored(AUTOSCALERS, NS, NAME) is not None
     assert deleted_events(kube) == [("Warning", "ChildrenDeleted")]
+
+
+async def test_a_child_the_api_server_refuses_fails_the_deployment_with_its_words(
+        runtime: Runtime, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Deployment refused with 422 (an admission policy, a validation the schema cannot
+    express) shows in status, and the next pass after the cause is gone recovers."""
+    original = kube.apply
+
+    async def refuse_deployments(**kwargs: Any) -> Any:
+        if kwargs["resource"] is DEPLOYMENTS:
+            raise UnprocessableError("apply Deployment team-a/bbc: denied by policy (422)",
+                                     status=422)
+        return await original(**kwargs)
+    monkeypatch.setattr(kube, "apply", refuse_deployments)
+    create(kube)
+    await reconcile(runtime)
+    stored = kube.stored(MODEL_DEPLOYMENTS, NS, NAME)
+    assert stored is not None
+    assert stored["status"]["phase"] == "Failed"
+    assert any("denied by policy" in (c.get("message") or "")
+               for c in stored["status"]["conditions"])
+    assert kube.stored(DEPLOYMENTS, NS, NAME) is None
+
+    monkeypatch.setattr(kube, "apply", original)  # the policy is lifted
+    await reconcile(runtime)
+    stored = kube.stored(MODEL_DEPLOYMENTS, NS, NAME)
+    assert stored is not None and stored["status"]["phase"] != "Failed"
+    assert kube.stored(DEPLOYMENTS, NS, NAME) is not None

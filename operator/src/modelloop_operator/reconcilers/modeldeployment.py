@@ -50,7 +50,7 @@ from ..builders.serving import (
     service_url,
     split_replicas,
 )
-from ..errors import ConflictError, KubeError, WaitingError
+from ..errors import ConflictError, KubeError, UnprocessableError, WaitingError
 from ..kube import SERVICES, KubeClient, Object, Resource
 from ..status import Reason, merge_patch
 from .deployment_status import (
@@ -198,9 +198,19 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
     state = decide_rollout(state, inputs=inputs, now=now)
 
     if state.stable is not None:
-        recreated = await _apply_children(
-            kube=kube, ctx=ctx, state=state, stable_seen=stable_obj, uid=meta["uid"],
-            seen=children_seen(old=old, generation=generation))
+        try:
+            recreated = await _apply_children(
+                kube=kube, ctx=ctx, state=state, stable_seen=stable_obj, uid=meta["uid"],
+                seen=children_seen(old=old, generation=generation))
+        except UnprocessableError as exc:
+            # A validation the schema cannot express, or an admission policy: only a
+            # change of the spec (or the policy) helps, and status must say so. The
+            # next pass (spec change or resync) applies again.
+            new = invalid_spec_status(
+                old=old, problem=f"the API server refused a child of this deployment: {exc}",
+                generation=generation, now=now)
+            await _write_status(kube=kube, obj=obj, old=old, new=new)
+            return new.phase.value if new.phase else "Failed"
         await _report_recreated(kube, involved=obj, recreated=recreated)
     obs = ServingObservation(
         source=source, state=state, strategy=spec.rollout.strategy,
