@@ -264,6 +264,15 @@ class TestResources:
         assert pod["priorityClassName"] == "serving"
         assert pod["serviceAccountName"] == "reader"
 
+    def test_a_kueue_queue_labels_the_deployment_and_its_pods(self) -> None:
+        dep = deployment(scheduling={"queueName": "serving"})
+        assert dep["metadata"]["labels"][lbl.KUEUE_QUEUE] == "serving"
+        assert dep["spec"]["template"]["metadata"]["labels"][lbl.KUEUE_QUEUE] == "serving"
+        assert lbl.KUEUE_QUEUE not in dep["spec"]["selector"]["matchLabels"]
+        plain = deployment()
+        assert lbl.KUEUE_QUEUE not in plain["metadata"]["labels"]
+        assert lbl.KUEUE_QUEUE not in plain["spec"]["template"]["metadata"]["labels"]
+
 
 class TestLabelsAndRolls:
     def test_selector_is_per_track_and_the_service_selects_both(self) -> None:

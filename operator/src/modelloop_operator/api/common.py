@@ -210,8 +210,9 @@ class Scheduling(SpecModel):
     """PriorityClass of the pods."""
 
     queue_name: LabelValue | None = None
-    """Kueue LocalQueue: set as label kueue.x-k8s.io/queue-name so Kueue admits the whole
-    gang at once (the operator creates the Job suspended for Kueue to release)."""
+    """Kueue LocalQueue: set as label kueue.x-k8s.io/queue-name. A job's Job is created
+    suspended for Kueue to admit the whole gang at once; a ModelDeployment's Deployments
+    and their pods carry the label for Kueue's Deployment integration."""
 
 
 class RunPolicy(SpecModel):

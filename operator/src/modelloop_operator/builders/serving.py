@@ -478,6 +478,8 @@ def build_deployment(*, ctx: ServingContext, track: Track, model: ModelRef,
                   lbl.MODEL_VERSION: label_value(model.version)}
     labels = {**base_labels(owner), lbl.TRACK: track.value,
               lbl.MODEL_VERSION: label_value(model.version)}
+    if ctx.spec.scheduling.queue_name:  # Kueue's Deployment integration reads both
+        labels[lbl.KUEUE_QUEUE] = pod_labels[lbl.KUEUE_QUEUE] = ctx.spec.scheduling.queue_name
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector},
         "revisionHistoryLimit": 3,
