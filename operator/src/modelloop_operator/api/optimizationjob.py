@@ -23,13 +23,12 @@ from .common import (
     PodTemplateOverrides,
     RunPolicy,
     Scheduling,
-    SourceURI,
     StorageSpec,
 )
 from .jobs import JobPhase, JobStatus
 from .markers import Rule, k8s
 from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
-from .scalars import Image, check_pattern
+from .scalars import Image, TrainedModelURI, check_pattern
 
 #: Leaves room for the Job (<name>-a<attempt>) and its pod names.
 OPTIMIZATIONJOB_MAX_NAME_LENGTH = 50
@@ -49,11 +48,10 @@ class OptimizationSource(SpecModel):
     """A TrainingJob in the same namespace; the job waits until it has Succeeded and
     optimizes its output model."""
 
-    model_uri: SourceURI | None = None
+    model_uri: TrainedModelURI | None = None
     """A trained model directory (modelloop-train output) under file://,
-    pvc://<claim>/<path> or s3://. builtin:// names pass the schema but are untrained base
-    models, which the optimizer rejects (the job fails with InvalidInput): train one with a
-    TrainingJob first."""
+    pvc://<claim>/<path> or s3://. builtin:// is refused: it names untrained base models;
+    train one with a TrainingJob first."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> OptimizationSource:

@@ -87,6 +87,15 @@ OutputURI = Annotated[
 ]
 """Where an artifact is written: ``file://``, ``pvc://claim/path`` or ``s3://``."""
 
+TrainedModelURI = Annotated[
+    str,
+    AfterValidator(lambda v: check_uri(v, OUTPUT_URI_SCHEMES)),
+    Field(min_length=1, max_length=URI_MAX_LENGTH,
+          json_schema_extra=k8s(_uri_rule(OUTPUT_URI_SCHEMES))),
+]
+"""A trained artifact read back: where an output was written (``builtin://`` names only
+untrained base models, so it is not one)."""
+
 HTTP_URL_PATTERN: Final = r"^https?://[^ /]+(/[^ ]*)?$"
 
 HttpURL = Annotated[
