@@ -190,7 +190,8 @@ def run(stack: Stack, prom: Prometheus, *, model: str, archive: str,
     seen.healthy = wait("drift back under the bound and the analysis Healthy", healthy,
                         timeout=300)
     seen.recovered = prom.value(query)
-    on_step(f"Prometheus: {query} = {seen.recovered}; analysis Healthy, phase "
+    shown = "no data" if seen.recovered is None else f"{seen.recovered:.3f}"
+    on_step(f"Prometheus: {query} = {shown}; analysis Healthy, phase "
             f"{loop.phase(seen.healthy)}")
     lap("recovery")
     seen.retrain_jobs_at_end = [j["metadata"]["name"]
