@@ -13,12 +13,28 @@ import os
 from pathlib import Path
 
 
+def _ancestors() -> set[int]:
+    """Our pid and those of the processes that started us (a wrapper such as `timeout`
+    may name the work dir on its command line; it is not an orphan of the run)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rpartition(")")[2].split()[1])  # field 4, after "(comm)"
+    return pids
+
+
 def processes_using(workdir: Path) -> list[str]:
-    """`pid: command line` of every live process (other than us) tied to `workdir`."""
+    """`pid: command line` of every live process (other than us and our ancestors) tied
+    to `workdir`."""
     needle = str(workdir.resolve())
     found: list[str] = []
+    ours = _ancestors()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in ours:
             continue
         with contextlib.suppress(OSError):
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
