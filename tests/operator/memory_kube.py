@@ -88,5 +88,6 @@ class MemoryKube(KubeClient):
 
     async def post_event(self, *, involved: Mapping[str, Any],
                          type_: Literal["Normal", "Warning"], reason: str,
-                         message: str) -> None:
+                         message: str) -> bool:
         self.events.append((type_, reason))
+        return True

@@ -10,6 +10,7 @@ import pytest
 from modelloop_operator import handlers
 from modelloop_operator.builders.labels import MODEL_DEPLOYMENT, TRAINING_JOB
 from modelloop_operator.config import OperatorConfig
+from modelloop_operator.errors import ForbiddenError, KubeError, UnprocessableError
 from modelloop_operator.handlers import (
     FINISHED_TRAINING_JOBS,
     MODEL_DEPLOYMENTS_BY_SOURCE,
@@ -206,3 +207,26 @@ async def test_reconciles_beyond_the_bound_wait_their_turn_in_order() -> None:
 def test_the_bound_is_a_setting() -> None:
     assert OperatorConfig().max_concurrent_reconciles == 32
     assert OperatorConfig(max_concurrent_reconciles=4).max_concurrent_reconciles == 4
+
+
+@pytest.mark.parametrize(("error", "expected", "delay"), [
+    (ForbiddenError("create Job team/x: forbidden (403)", status=403), kopf.TemporaryError,
+     handlers.FORBIDDEN_RETRY_SECONDS),
+    (KubeError("throttled (429)", status=429), kopf.TemporaryError, 5),
+    (UnprocessableError("bad (422)", status=422), kopf.PermanentError, None),
+])
+async def test_api_refusals_map_to_kopf_retries_or_permanent_failures(
+        error: KubeError, expected: type[Exception], delay: float | None) -> None:
+    """A 403 is retried slowly (RBAC is fixed without a restart; an API server that has
+    just restarted refuses until its caches sync), throttling soon, a 422 never."""
+    async def reconcile(**_: Any) -> None:
+        raise error
+    memo = kopf.Memo()
+    memo["runtime"] = Runtime(config=OperatorConfig(), kube=cast(Any, _NoApi()),
+                              metrics=OperatorMetrics())
+    with pytest.raises(expected) as raised:
+        await handlers._guarded(reconcile, memo=memo, namespace="team", name="x",
+                                trigger="test")
+    if delay is not None:
+        assert isinstance(raised.value, kopf.TemporaryError)
+        assert raised.value.delay == delay

@@ -31,7 +31,7 @@ import kopf
 
 from .builders.labels import MODEL_DEPLOYMENT, OPTIMIZATION_JOB, TRAINING_JOB
 from .config import OperatorConfig
-from .errors import ConflictError, InvalidSpecError, KubeError, WaitingError
+from .errors import ConflictError, ForbiddenError, InvalidSpecError, KubeError, WaitingError
 from .kopf_settings import apply_kopf_settings
 from .kube import KubeClient, load_credentials
 from .metrics import OperatorMetrics
@@ -139,6 +139,9 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 
 Reconcile = Callable[..., Awaitable[object]]
 
+FORBIDDEN_RETRY_SECONDS: Final = 30
+"""Delay before retrying a reconcile the API server refused with 403."""
+
 RECONCILE_SLOTS: Final = "reconcile_slots"
 """memo key of the semaphore bounding concurrent reconciles (max_concurrent_reconciles)."""
 
@@ -171,6 +174,12 @@ async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | No
         raise kopf.PermanentError(str(exc)) from exc
     except WaitingError as exc:
         raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
+    except ForbiddenError as exc:
+        # RBAC is fixed without restarting the operator, and an API server that has just
+        # restarted refuses requests until its authorizer caches are synced: retry, slowly.
+        raise kopf.TemporaryError(f"{exc}; retrying in {FORBIDDEN_RETRY_SECONDS} s (check "
+                                  "the operator's RBAC if this repeats)",
+                                  delay=FORBIDDEN_RETRY_SECONDS) from exc
     except KubeError as exc:
         if exc.retryable:
             raise kopf.TemporaryError(str(exc), delay=5) from exc

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -34,6 +35,8 @@ import aiohttp
 from kubernetes_asyncio import client, config
 
 from .errors import ConflictError, ForbiddenError, KubeError, NotFoundError, UnprocessableError
+
+logger = logging.getLogger(__name__)
 
 FIELD_MANAGER: Final = "modelloop-operator"
 """The single field manager of every server-side apply the operator makes."""
@@ -388,8 +391,12 @@ class KubeClient:
         return True
 
     async def post_event(self, *, involved: Mapping[str, Any], type_: Literal["Normal", "Warning"],
-                         reason: str, message: str) -> None:
-        """Record a core/v1 Event on ``involved`` (what ``kubectl describe`` shows)."""
+                         reason: str, message: str) -> bool:
+        """Record a core/v1 Event on ``involved`` (what ``kubectl describe`` shows).
+
+        Best effort, like client-go's recorder: Events are for people and status already
+        says the same, so a refusal (a namespace being deleted, a busy API server) is
+        logged and never stops a reconcile. Returns whether the Event was recorded."""
         meta = involved["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
@@ -404,6 +411,11 @@ class KubeClient:
             "source": {"component": self._field_manager},
             "reportingComponent": self._field_manager, "reportingInstance": self._instance,
         }
-        await self._request("POST", EVENTS.path(namespace=meta["namespace"]), body=event,
-                            content_type="application/json",
-                            what=f"post event {reason} on {meta['namespace']}/{meta['name']}")
+        what = f"post event {reason} on {meta['namespace']}/{meta['name']}"
+        try:
+            await self._request("POST", EVENTS.path(namespace=meta["namespace"]), body=event,
+                                content_type="application/json", what=what)
+        except KubeError as exc:
+            logger.warning("could not %s: %s", what, exc)
+            return False
+        return True
