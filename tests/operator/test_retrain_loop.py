@@ -649,3 +649,15 @@ async def test_a_promoted_model_that_drifts_too_is_degraded_on_its_own_count(
     assert (degraded["status"], degraded["reason"]) == ("True", "AnalysisFailed")
     assert status(kube)["phase"] == "Degraded"
     assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]  # cooldown 1h: no second run
+
+
+async def test_the_promoting_pass_never_starts_another_retrain_on_old_failures(
+        kube: ClaimingKube, runtime: Runtime, clock: Clock, prom: Any,
+        metrics_source: TestExporter) -> None:
+    """Even with the cooldown already over, the failures that promoted a model are the
+    replaced model's: the pass that promotes starts no second run."""
+    drift(metrics_source, prom, 0.31)
+    kube.put(MODEL_DEPLOYMENTS, deployment(prom[0].url, retrain=retrain_spec(cooldown="1s")))
+    await promote_retrained_model(kube, runtime, clock)
+    assert condition(kube, "Degraded")["reason"] == "ModelPromoted"
+    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]

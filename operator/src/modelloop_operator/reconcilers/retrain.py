@@ -58,6 +58,7 @@ from .retrain_runs import (
     served_by_run,
     trigger_of,
 )
+from .rollout import same_model
 from .sources import SourceState
 
 logger = logging.getLogger(__name__)
@@ -243,7 +244,10 @@ async def drive_retrains(*, kube: KubeClient, owner: Owner, spec: ModelDeploymen
     last_triggered = status.last_triggered
     refusal: Permission | None = None
     started: tuple[str, ...] = ()
-    if degraded and spec.retrain is not None:
+    # The pass that promotes a new model: the failures at hand are the replaced model's,
+    # so they never start another run, even with the cooldown over.
+    promoting = promoted is not None and not same_model(promoted, active)
+    if degraded and spec.retrain is not None and not promoting:
         # Trimmed from the history, still listed: finished (at most maxInFlight <= 10 of
         # the 20 newest are not), and still counted against maxPerDay.
         trimmed = [KnownRun(name=name, triggered_at=_created_at(obj), finished=True)
