@@ -81,3 +81,9 @@ def test_deleting_an_object_does_not_wait_a_minute_for_its_timer() -> None:
     background = configured().background
     assert background.instant_exit_timeout is not None
     assert background.cancellation_polling <= 5
+
+
+def test_peering_lifetime_sets_how_fast_a_standby_takes_over() -> None:
+    assert configured(peering_name="modelloop").peering.lifetime == 60
+    fast = configured(peering_name="modelloop", peering_lifetime_seconds=20)
+    assert fast.peering.lifetime == 20

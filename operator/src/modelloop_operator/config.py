@@ -48,6 +48,11 @@ class OperatorConfig(BaseSettings):
     default 0 means "pick a random one at startup": replicas of one Deployment, started
     from one pod template, then differ. Set it only to prefer one replica on purpose."""
 
+    peering_lifetime_seconds: Annotated[int, Field(ge=10, le=3600)] = 60
+    """How long this replica's peering record counts as alive without a refresh. A standby
+    takes over this long after the working replica dies: lower it for faster failover
+    (the record is refreshed 5-10 s before it expires, so keep it well above 10)."""
+
     log_format: LogFormat = "full"
     """``plain``, ``full`` (with time and logger) or ``json`` for log collectors."""
 

@@ -71,6 +71,7 @@ def apply_kopf_settings(*, settings: kopf.OperatorSettings, config: OperatorConf
         settings.peering.mandatory = True
         settings.peering.clusterwide = config.clusterwide
         settings.peering.priority = config.peering_priority or _random_priority()
+        settings.peering.lifetime = config.peering_lifetime_seconds
 
     # Deleting an object stops its resync timer; a timer caught mid-reconcile is checked
     # again only after cancellation_polling (60 s by default), and the object waits on
