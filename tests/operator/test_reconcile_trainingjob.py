@@ -145,6 +145,9 @@ async def test_a_foreign_service_with_our_name_is_not_taken_over(
     with pytest.raises(WaitingError, match="not owned"):
         await reconcile(runtime)
     assert ("apply", "services", "bbc") not in kube.writes
+    progressing = next(c for c in status(kube)["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "ChildConflict"
+    assert "Service team-a/bbc exists and is not owned" in progressing["message"]
 
 
 async def test_a_deleted_object_is_left_alone(runtime: Runtime, kube: MemoryKube) -> None:
@@ -282,11 +285,12 @@ async def test_a_deleted_rendezvous_service_is_recreated_while_the_job_runs(
     assert status(kube)["attempts"] == 1
 
 
-async def test_a_job_refused_on_creation_fails_the_job_with_the_api_servers_reason(
+async def test_a_job_refused_on_creation_says_why_in_status_and_is_retried(
         runtime: Runtime, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 422 on creation (an admission policy, a validation the schema cannot express) is
-    not mistaken for the immutable template of an existing Job: nothing is patched, and
-    the job fails with the API server's words in status, not only in the operator's log."""
+    not mistaken for the immutable template of an existing Job: nothing is patched, the
+    API server's words reach status (ChildRejected), the job keeps its phase and is
+    retried, and once the refusal is lifted the same attempt's Job is created."""
     original = kube.apply
 
     async def refuse_jobs(**kwargs: Any) -> Any:
@@ -296,12 +300,16 @@ async def test_a_job_refused_on_creation_fails_the_job_with_the_api_servers_reas
         return await original(**kwargs)
     monkeypatch.setattr(kube, "apply", refuse_jobs)
     create(kube)
-    await reconcile(runtime)
+    with pytest.raises(WaitingError, match="denied by policy"):
+        await reconcile(runtime)
     assert not [w for w in kube.writes if w[1] == "jobs"]
     got = status(kube)
-    assert got["phase"] == "Failed"
-    failed = next(c for c in got["conditions"] if c["type"] == "Failed")
-    assert failed["status"] == "True" and failed["reason"] == "InvalidSpec"
-    assert "denied by policy" in failed["message"]
-    await reconcile(runtime)  # final: a later pass creates nothing either
-    assert not [w for w in kube.writes if w[1] == "jobs"]
+    assert got["phase"] == "Pending" and got["attempts"] == 1
+    progressing = next(c for c in got["conditions"] if c["type"] == "Progressing")
+    assert progressing["status"] == "True" and progressing["reason"] == "ChildRejected"
+    assert "denied by policy" in progressing["message"]
+
+    monkeypatch.setattr(kube, "apply", original)  # the policy is lifted
+    await reconcile(runtime)
+    assert kube.stored(JOBS, NS, "bbc-a1") is not None
+    assert status(kube)["attempts"] == 1

@@ -52,6 +52,7 @@ class Reason:
     IMAGE_PULL_FAILED: Final = "ImagePullFailed"
     OOM_KILLED: Final = "OOMKilled"
     CHILD_CONFLICT: Final = "ChildConflict"
+    CHILD_REJECTED: Final = "ChildRejected"
     CHILDREN_DELETED: Final = "ChildrenDeleted"
 
 

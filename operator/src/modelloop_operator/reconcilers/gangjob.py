@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from ..api.common import RunPolicy
 from ..api.jobs import JobPhase
@@ -60,7 +60,7 @@ WARNING_REASONS = frozenset({
     Reason.DEADLINE_EXCEEDED, Reason.INVALID_SPEC, Reason.INVALID_INPUT,
     Reason.EVALUATION_GATE_MISSED, Reason.OPTIMIZATION_REJECTED, Reason.CHILD_CONFLICT,
     Reason.IMAGE_PULL_FAILED, Reason.OOM_KILLED,
-    Reason.CHILDREN_DELETED,
+    Reason.CHILDREN_DELETED, Reason.CHILD_REJECTED,
 })
 
 
@@ -355,25 +355,37 @@ async def reconcile_gang(*, kube: KubeClient, kind: GangKind, request: GangReque
         await _apply_job(kube=kube, request=request, snapshot=snapshot, decision=decision,
                          template=template)
     except UnprocessableError as exc:
-        return await _refused(kube=kube, kind=kind, request=request, status_for=status_for,
-                              observed=observed, now=now, error=exc)
+        await _report_blocked(kube=kube, kind=kind, request=request, status_for=status_for,
+                              observed=observed, decision=decision,
+                              reason=Reason.CHILD_REJECTED,
+                              message=f"the API server refused a child of this job: {exc}")
+        raise WaitingError(str(exc), delay=BLOCKED_RETRY_SECONDS) from exc
+    except WaitingError as exc:  # a foreign object holds a child's name
+        await _report_blocked(kube=kube, kind=kind, request=request, status_for=status_for,
+                              observed=observed, decision=decision,
+                              reason=Reason.CHILD_CONFLICT, message=str(exc))
+        raise
     return decision
 
 
-async def _refused(*, kube: KubeClient, kind: GangKind, request: GangRequest,
-                   status_for: StatusFor, observed: AttemptObservation, now: datetime,
-                   error: UnprocessableError) -> RunDecision:
-    """The API server refused to create a child (a validation the schema cannot express,
-    an admission policy): the job can never start as written, so it fails with the API
-    server's words in status instead of a handler error only the operator's log shows."""
-    decision = invalid_spec(record=request.record, now=now,
-                            message=f"the API server refused a child of this job: {error}")
+BLOCKED_RETRY_SECONDS: Final = 30
+"""Retry period while a child cannot be created (refused, or its name is taken)."""
+
+
+async def _report_blocked(*, kube: KubeClient, kind: GangKind, request: GangRequest,
+                          status_for: StatusFor, observed: AttemptObservation,
+                          decision: RunDecision, reason: str, message: str) -> None:
+    """Say in status why the job's child cannot be created (an admission policy or a
+    validation the schema cannot express refused it; a foreign object has its name).
+    The job keeps its phase and is retried: lifting the policy or deleting the foreign
+    object lets it go on, and nothing the user asked for is lost."""
+    blocked = replace(decision, reason=reason,
+                      message=f"{message}; retrying every {BLOCKED_RETRY_SECONDS} s")
     fresh = await kube.get(resource=kind.resource, namespace=request.namespace,
                            name=request.name)
     if fresh is not None:  # the status written above moved resourceVersion on
         await write_status(kube=kube, kind=kind, obj=fresh,
-                           status=status_for(decision, observed), decision=decision)
-    return decision
+                           status=status_for(blocked, observed), decision=blocked)
 
 
 def is_terminal_phase(phase: object) -> bool:
