@@ -265,9 +265,11 @@ def test_changes_made_while_the_operator_is_down_converge_when_it_is_back(
 
 @contextlib.contextmanager
 def refused(cluster: ControlPlane, namespace: str, *, group: str, resource: str,
-            operation: str, probe: Callable[[], bool]) -> Iterator[None]:
+            operation: str, probe: Callable[[], bool],
+            allowed_if: str = "false") -> Iterator[None]:
     """While inside, the API server refuses ``operation`` on ``resource`` (e.g.
-    ``optimizationjobs/status``) in ``namespace`` with :data:`FROZEN`.
+    ``optimizationjobs/status``) in ``namespace`` with :data:`FROZEN`, unless the CEL
+    expression ``allowed_if`` holds for the request (default: refuse every one).
 
     ``probe`` does a server-side dry run of such a write and says whether it was
     refused: the policy takes effect (and is lifted) asynchronously in the API server.
@@ -280,7 +282,7 @@ def refused(cluster: ControlPlane, namespace: str, *, group: str, resource: str,
                  "matchConstraints": {"resourceRules": [{
                      "apiGroups": [group], "apiVersions": ["*"], "operations": [operation],
                      "resources": [resource]}]},
-                 "validations": [{"expression": "false", "message": FROZEN}]}}
+                 "validations": [{"expression": allowed_if, "message": FROZEN}]}}
     binding = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
@@ -370,10 +372,10 @@ def test_a_kill_around_creating_an_optimization_jobs_job_leaves_exactly_one(
         return dry_run_refused(cluster, "create", "job", f"probe-{uuid.uuid4().hex[:6]}",
                                "-n", namespace, "--image=busybox")
 
-    def status_write_refused() -> bool:
+    def running_refused() -> bool:
         return dry_run_refused(cluster, "patch", "optimizationjob", "opt", "-n", namespace,
                                "--subresource=status", "--type=merge",
-                               "-p", '{"status": {"message": "probe"}}')
+                               "-p", '{"status": {"phase": "Running"}}')
 
     solo.start()
     # Window 1: status records attempt 1, the Job's creation is refused; kill.
@@ -389,10 +391,18 @@ def test_a_kill_around_creating_an_optimization_jobs_job_leaves_exactly_one(
         solo.wait_for("the Job's creation refused", operator_hit(solo, since))
         solo.kill()
         assert jobs_of(cluster, namespace, "optimizationjob", "opt") == []
-    # Window 2: the Job is created, status cannot say it runs; kill.
+        blocked = status(cluster, namespace, "optimizationjob", "opt")
+        progressing = condition(blocked, "Progressing")
+        assert (blocked["phase"], progressing["reason"]) == ("Pending", "ChildRejected")
+        assert FROZEN in progressing["message"]  # the API server's words, in status
+    # Window 2: the Job is created, status cannot say it runs; kill. (Other status
+    # writes pass: window 1 left the refusal's reason in status, which the restarted
+    # operator clears before it creates the Job.)
     with refused(cluster, namespace, group="modelloop.dev",
                  resource="optimizationjobs/status", operation="UPDATE",
-                 probe=status_write_refused):
+                 probe=running_refused,
+                 allowed_if="!(has(object.status) && has(object.status.phase) && "
+                            "object.status.phase == 'Running')"):
         since = log_size(solo)
         solo.start()
         solo.wait_for("the Job created after the restart", lambda: jobs_of(
