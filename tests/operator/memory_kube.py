@@ -86,8 +86,7 @@ class MemoryKube(KubeClient):
         self.writes.append(("delete", resource.plural, name))
         return self.objects.pop((resource.plural, namespace, name), None) is not None
 
-    async def post_event(self, *, involved: Mapping[str, Any],
+    async def send_event(self, *, involved: Mapping[str, Any],
                          type_: Literal["Normal", "Warning"], reason: str,
-                         message: str) -> bool:
+                         message: str) -> None:
         self.events.append((type_, reason))
-        return True

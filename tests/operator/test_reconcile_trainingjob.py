@@ -174,7 +174,7 @@ async def test_an_event_the_api_server_refuses_does_not_stop_the_reconcile(
         runtime: Runtime, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse(**_: Any) -> None:
         raise KubeError("post event: too many requests (429)", status=429)
-    monkeypatch.setattr(kube, "post_event", refuse)
+    monkeypatch.setattr(kube, "send_event", refuse)
     create(kube)
     await reconcile(runtime)
     assert kube.stored(JOBS, NS, "bbc-a1") is not None

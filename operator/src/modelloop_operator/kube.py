@@ -397,6 +397,20 @@ class KubeClient:
         Best effort, like client-go's recorder: Events are for people and status already
         says the same, so a refusal (a namespace being deleted, a busy API server) is
         logged and never stops a reconcile. Returns whether the Event was recorded."""
+        try:
+            await self.send_event(involved=involved, type_=type_, reason=reason,
+                                  message=message)
+        except KubeError as exc:
+            meta = involved["metadata"]
+            logger.warning("could not post event %s on %s/%s: %s", reason,
+                           meta["namespace"], meta["name"], exc)
+            return False
+        return True
+
+    async def send_event(self, *, involved: Mapping[str, Any],
+                         type_: Literal["Normal", "Warning"], reason: str,
+                         message: str) -> None:
+        """POST the Event; raises what the API server answers (see :meth:`post_event`)."""
         meta = involved["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
@@ -411,11 +425,6 @@ class KubeClient:
             "source": {"component": self._field_manager},
             "reportingComponent": self._field_manager, "reportingInstance": self._instance,
         }
-        what = f"post event {reason} on {meta['namespace']}/{meta['name']}"
-        try:
-            await self._request("POST", EVENTS.path(namespace=meta["namespace"]), body=event,
-                                content_type="application/json", what=what)
-        except KubeError as exc:
-            logger.warning("could not %s: %s", what, exc)
-            return False
-        return True
+        await self._request("POST", EVENTS.path(namespace=meta["namespace"]), body=event,
+                            content_type="application/json",
+                            what=f"post event {reason} on {meta['namespace']}/{meta['name']}")

@@ -41,7 +41,7 @@ from ..builders.job import (
     service_name,
     with_manifest_hash,
 )
-from ..errors import KubeError, UnprocessableError, WaitingError
+from ..errors import UnprocessableError, WaitingError
 from ..kube import JOBS, PODS, SERVICES, KubeClient, Object, Resource
 from ..status import Reason, merge_patch
 from .observe import AttemptObservation, JobOutcome, observe_attempt
@@ -230,14 +230,8 @@ async def write_status(*, kube: KubeClient, kind: GangKind, obj: Mapping[str, An
         patch={"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch})
     if _transition(old, status) and not decision.sticky:
         warning = decision.reason in WARNING_REASONS
-        try:
-            await kube.post_event(involved=obj, type_="Warning" if warning else "Normal",
-                                  reason=decision.reason, message=decision.message)
-        except KubeError as exc:
-            # Events are for people; the status already says it. A busy API server
-            # must not stop the reconcile between the status and the children.
-            logger.warning("could not post event %s on %s/%s: %s", decision.reason,
-                           meta["namespace"], meta["name"], exc)
+        await kube.post_event(involved=obj, type_="Warning" if warning else "Normal",
+                              reason=decision.reason, message=decision.message)
     return True
 
 

@@ -50,7 +50,7 @@ from ..builders.serving import (
     service_url,
     split_replicas,
 )
-from ..errors import ConflictError, KubeError, UnprocessableError, WaitingError
+from ..errors import ConflictError, UnprocessableError, WaitingError
 from ..kube import SERVICES, KubeClient, Object, Resource
 from ..status import Reason, merge_patch
 from .deployment_status import (
@@ -343,12 +343,8 @@ async def _report_recreated(kube: KubeClient, *, involved: Mapping[str, Any],
     message = (f"recreated {', '.join(recreated)}: deleted behind the operator's back "
                f"(children follow the ModelDeployment; change its spec instead)")
     logger.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
-    try:
-        await kube.post_event(involved=involved, type_="Warning",
-                              reason=Reason.CHILDREN_DELETED, message=message)
-    except KubeError as exc:
-        logger.warning("could not post event %s on %s/%s: %s", Reason.CHILDREN_DELETED,
-                       meta["namespace"], meta["name"], exc)
+    await kube.post_event(involved=involved, type_="Warning", reason=Reason.CHILDREN_DELETED,
+                          message=message)
 
 
 def _rollout_phase(status: ModelDeploymentStatus) -> str | None:
