@@ -6,6 +6,7 @@ controllers: tests play the Job controller by editing the stored objects."""
 
 from __future__ import annotations
 
+import builtins
 import copy
 import itertools
 from collections.abc import Mapping
@@ -90,3 +91,37 @@ class MemoryKube(KubeClient):
                          type_: Literal["Normal", "Warning"], reason: str,
                          message: str) -> None:
         self.events.append((type_, reason))
+
+
+class ClaimingKube(MemoryKube):
+    """MemoryKube with the API server's create-only POST (409 AlreadyExists when the name
+    is taken), as the retrain loop uses to claim a run's name. ``hidden`` names are left
+    out of list answers: a list that raced with another writer."""
+
+    created_at = "2026-05-01T12:00:00Z"
+    """creationTimestamp of every created object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden: set[str] = set()
+
+    async def create(self, *, resource: Resource, manifest: Mapping[str, Any]) -> Object:
+        meta = manifest["metadata"]
+        self.writes.append(("create", resource.plural, meta["name"]))
+        if self.stored(resource, meta["namespace"], meta["name"]) is not None:
+            raise ConflictError(f"{meta['name']} already exists", status=409,
+                                reason="AlreadyExists")
+        obj = copy.deepcopy(dict(manifest))
+        obj["metadata"]["creationTimestamp"] = self.created_at
+        return copy.deepcopy(self.put(resource, obj))
+
+    async def list(self, *, resource: Resource, namespace: str | None,
+                   labels: Mapping[str, str]) -> list[Object]:
+        found = await super().list(resource=resource, namespace=namespace, labels=labels)
+        return [o for o in found if o["metadata"]["name"] not in self.hidden]
+
+    def created(self, resource: Resource, namespace: str) -> builtins.list[str]:
+        """Names this kube created of ``resource`` that still exist in ``namespace``."""
+        return [name for verb, plural, name in self.writes
+                if verb == "create" and plural == resource.plural
+                and self.stored(resource, namespace, name) is not None]

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from modelloop_operator.api.common import TriggerCheck
 from modelloop_operator.config import OperatorConfig
-from modelloop_operator.errors import ConflictError
-from modelloop_operator.kube import Object, Resource
 from modelloop_operator.metrics import OperatorMetrics
 from modelloop_operator.reconcilers import modeldeployment
 from modelloop_operator.reconcilers.modeldeployment import (
@@ -22,7 +18,7 @@ from modelloop_operator.reconcilers.retrain_runs import retrain_reason
 from modelloop_operator.reconcilers.runtime import Runtime
 from prometheus_client import generate_latest
 
-from .memory_kube import MemoryKube
+from .memory_kube import ClaimingKube
 
 
 def sample(metrics: OperatorMetrics, name: str, **labels: str) -> float | None:
@@ -97,30 +93,6 @@ NS, NAME = "ml", "bbc"
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
-class CreateOnlyKube(MemoryKube):
-    """MemoryKube with the API server's create (409 AlreadyExists when the name is taken);
-    ``hidden`` names are missing from list answers (a list that raced with a create)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hidden: set[str] = set()
-
-    async def create(self, *, resource: Resource, manifest: Mapping[str, Any]) -> Object:
-        meta = manifest["metadata"]
-        self.writes.append(("create", resource.plural, meta["name"]))
-        if self.stored(resource, meta["namespace"], meta["name"]) is not None:
-            raise ConflictError(f"{meta['name']} already exists", status=409,
-                                reason="AlreadyExists")
-        obj = copy.deepcopy(dict(manifest))
-        obj["metadata"]["creationTimestamp"] = T0.strftime("%Y-%m-%dT%H:%M:%SZ")
-        return copy.deepcopy(self.put(resource, obj))
-
-    async def list(self, *, resource: Resource, namespace: str | None,
-                   labels: Mapping[str, str]) -> list[Object]:
-        found = await super().list(resource=resource, namespace=namespace, labels=labels)
-        return [o for o in found if o["metadata"]["name"] not in self.hidden]
-
-
 def degraded_deployment() -> dict[str, Any]:
     """A ModelDeployment whose last evaluation (just now: the next is not due, so no
     Prometheus is asked) failed its drift and a custom check, past the failure limit."""
@@ -153,7 +125,7 @@ async def reconcile(runtime: Runtime) -> None:
     await reconcile_model_deployment(runtime=runtime, namespace=NS, name=NAME, trigger="test")
 
 
-def forget_retrains(kube: CreateOnlyKube) -> None:
+def forget_retrains(kube: ClaimingKube) -> None:
     """What a crash between the create and the status write leaves: no record of the run."""
     obj = kube.stored(MODEL_DEPLOYMENTS, NS, NAME)
     assert obj is not None
@@ -163,18 +135,18 @@ def forget_retrains(kube: CreateOnlyKube) -> None:
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> Runtime:
     monkeypatch.setattr(modeldeployment, "_utcnow", lambda: T0)
-    kube = CreateOnlyKube()
+    kube = ClaimingKube()
     kube.put(MODEL_DEPLOYMENTS, degraded_deployment())
     return Runtime(config=OperatorConfig(), kube=kube, metrics=OperatorMetrics())
 
 
-def created_training_jobs(kube: CreateOnlyKube) -> list[str]:
+def created_training_jobs(kube: ClaimingKube) -> list[str]:
     return sorted(name for plural, _, name in kube.objects if plural == "trainingjobs")
 
 
 async def test_a_created_retrain_is_counted_once_with_its_reason(runtime: Runtime) -> None:
     kube = runtime.kube
-    assert isinstance(kube, CreateOnlyKube)
+    assert isinstance(kube, ClaimingKube)
     await reconcile(runtime)
     assert created_training_jobs(kube) == ["bbc-rt-1"]
     assert retrains(runtime.metrics) == 1
@@ -185,7 +157,7 @@ async def test_a_created_retrain_is_counted_once_with_its_reason(runtime: Runtim
 
 async def test_an_adopted_retrain_is_not_counted_again(runtime: Runtime) -> None:
     kube = runtime.kube
-    assert isinstance(kube, CreateOnlyKube)
+    assert isinstance(kube, ClaimingKube)
     await reconcile(runtime)
     forget_retrains(kube)
     await reconcile(runtime)
@@ -196,7 +168,7 @@ async def test_an_adopted_retrain_is_not_counted_again(runtime: Runtime) -> None
 
 async def test_a_create_answered_already_exists_is_not_counted(runtime: Runtime) -> None:
     kube = runtime.kube
-    assert isinstance(kube, CreateOnlyKube)
+    assert isinstance(kube, ClaimingKube)
     await reconcile(runtime)
     forget_retrains(kube)
     kube.hidden.add("bbc-rt-1")  # claimed by an earlier pass our list did not see

@@ -8,17 +8,15 @@ with whatever the exporter holds at that moment.
 
 from __future__ import annotations
 
-import builtins
 import copy
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from modelloop_operator.config import OperatorConfig
-from modelloop_operator.errors import ConflictError
-from modelloop_operator.kube import Object, Resource
+from modelloop_operator.kube import Resource
 from modelloop_operator.metrics import OperatorMetrics
 from modelloop_operator.reconcilers import modeldeployment as mdep
 from modelloop_operator.reconcilers.modeldeployment import (
@@ -32,7 +30,7 @@ from modelloop_operator.reconcilers.runtime import Runtime
 
 from tests.harness.prometheus import PrometheusServer, TestExporter, prometheus_scraping_exporter
 
-from .memory_kube import MemoryKube
+from .memory_kube import ClaimingKube
 
 NS = "ml"
 NAME = "bbc"
@@ -40,35 +38,6 @@ POD = "bbc-7d9f8b6c5-x2x4q"
 V1 = "file:///models/v1/model.mar"
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 OJ_ARCHIVE = "file:///models/retrained/bbc-rt-1-o/model.mar"
-
-
-class ClaimingKube(MemoryKube):
-    """MemoryKube with the API server's create-only POST (409 AlreadyExists). ``hidden``
-    names are left out of list answers: a list that raced with another writer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hidden: set[str] = set()
-
-    async def create(self, *, resource: Resource, manifest: Mapping[str, Any]) -> Object:
-        meta = manifest["metadata"]
-        self.writes.append(("create", resource.plural, meta["name"]))
-        if self.stored(resource, meta["namespace"], meta["name"]) is not None:
-            raise ConflictError(f"{meta['name']} already exists", status=409,
-                                reason="AlreadyExists")
-        obj = copy.deepcopy(dict(manifest))
-        obj["metadata"]["creationTimestamp"] = "2026-05-01T12:00:00Z"
-        return copy.deepcopy(self.put(resource, obj))
-
-    async def list(self, *, resource: Resource, namespace: str | None,
-                   labels: Mapping[str, str]) -> list[Object]:
-        found = await super().list(resource=resource, namespace=namespace, labels=labels)
-        return [o for o in found if o["metadata"]["name"] not in self.hidden]
-
-    def created(self, resource: Resource) -> builtins.list[str]:
-        return [name for verb, plural, name in self.writes
-                if verb == "create" and plural == resource.plural
-                and self.stored(resource, NS, name) is not None]
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +223,7 @@ async def test_missing_data_is_inconclusive_and_never_retrains(
     assert analysis["result"] == "Inconclusive"
     assert analysis["consecutiveFailures"] == 0
     assert analysis["checks"][0]["message"] == "only 12 samples, 300 needed"
-    assert kube.created(TRAINING_JOBS) == []
+    assert kube.created(TRAINING_JOBS, NS) == []
     assert condition(kube, "Degraded")["status"] == "False"
 
 
@@ -265,7 +234,7 @@ async def test_unreachable_prometheus_is_inconclusive(kube: ClaimingKube, runtim
     check = status(kube)["analysis"]["checks"][0]
     assert check["result"] == "Inconclusive"
     assert "unreachable" in check["message"]
-    assert kube.created(TRAINING_JOBS) == []
+    assert kube.created(TRAINING_JOBS, NS) == []
 
 
 # --- retraining -------------------------------------------------------------------------
@@ -276,7 +245,7 @@ async def test_degraded_creates_exactly_one_owned_training_job_with_lineage(
     drift(metrics_source, prom, 0.31)
     kube.put(MODEL_DEPLOYMENTS, deployment(prom[0].url, retrain=retrain_spec()))
     await degrade(runtime, clock, evaluations=6)
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]
     tj = kube.stored(TRAINING_JOBS, NS, "bbc-rt-1")
     assert tj is not None
     meta = tj["metadata"]
@@ -302,13 +271,13 @@ async def test_a_run_created_before_a_crash_is_adopted_not_repeated(
     drift(metrics_source, prom, 0.31)
     kube.put(MODEL_DEPLOYMENTS, deployment(prom[0].url, retrain=retrain_spec()))
     await degrade(runtime, clock)
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]
     # The crash: status loses everything about the run (as if never written).
     obj = kube.stored(MODEL_DEPLOYMENTS, NS, NAME)
     assert obj is not None
     del obj["status"]["retrain"]
     await degrade(runtime, clock, evaluations=4)
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]
     history = status(kube)["retrain"]["history"]
     assert [h["trainingJob"] for h in history] == ["bbc-rt-1"]
     assert history[0]["checks"] == [{"name": "drift", "value": 0.31, "threshold": 0.2}]
@@ -383,13 +352,13 @@ async def test_cooldown_and_daily_budget_hold_under_repeated_degradation(
     created_at: list[datetime] = []
     for _ in range(60 * 6):  # six hours of degradation, one pass a minute
         clock.tick(60)
-        before = len(kube.created(TRAINING_JOBS))
+        before = len(kube.created(TRAINING_JOBS, NS))
         await reconcile(runtime)
-        names = kube.created(TRAINING_JOBS)
+        names = kube.created(TRAINING_JOBS, NS)
         if len(names) > before:
             created_at.append(clock.now)
             finish_training(kube, names[-1], ok=False)  # fails at once: only budget limits
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1", "bbc-rt-2"]
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1", "bbc-rt-2"]
     assert created_at[1] - created_at[0] >= timedelta(minutes=10)
     assert condition(kube, "Retraining")["reason"] == "RetrainDailyLimit"
     assert [h["outcome"] for h in status(kube)["retrain"]["history"]] == ["Failed", "Failed"]
@@ -412,7 +381,7 @@ async def test_rejected_optimization_keeps_the_model_and_the_cooldown(
     assert "accuracy dropped" in record["message"]
     assert "previousModel" not in record  # nothing was replaced
     assert served_uri(kube) == V1
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]  # cooldown 1h
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]  # cooldown 1h
     assert condition(kube, "Retraining")["reason"] == "RetrainCoolingDown"
 
 
@@ -511,15 +480,15 @@ async def test_old_failures_do_not_retrain_without_fresh_evidence(
     kube.put(MODEL_DEPLOYMENTS, deployment(
         prom[0].url, retrain=retrain_spec(cooldown="1s", optimizationJobTemplate=None)))
     await degrade(runtime, clock)
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]
     finish_training(kube, "bbc-rt-1", ok=False)
     drift(metrics_source, prom, 0.31, samples=12)  # e.g. a restarted pod's empty window
     await degrade(runtime, clock, evaluations=4)
     assert condition(kube, "Degraded")["status"] == "True"  # Inconclusive keeps the count
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]
     drift(metrics_source, prom, 0.31)
     await degrade(runtime, clock, evaluations=1)
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1", "bbc-rt-2"]
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1", "bbc-rt-2"]
 
 
 async def test_a_trimmed_history_neither_readopts_nor_refills_the_daily_budget(
@@ -531,11 +500,11 @@ async def test_a_trimmed_history_neither_readopts_nor_refills_the_daily_budget(
                                           optimizationJobTemplate=None)))
     for _ in range(60):  # two hours, a pass every two minutes, each run failing at once
         clock.tick(120)
-        before = set(kube.created(TRAINING_JOBS))
+        before = set(kube.created(TRAINING_JOBS, NS))
         await reconcile(runtime)
-        for name in set(kube.created(TRAINING_JOBS)) - before:
+        for name in set(kube.created(TRAINING_JOBS, NS)) - before:
             finish_training(kube, name, ok=False)
-    assert len(kube.created(TRAINING_JOBS)) == 22
+    assert len(kube.created(TRAINING_JOBS, NS)) == 22
     history = status(kube)["retrain"]["history"]
     assert len(history) == 20
     assert history[0]["trainingJob"] == "bbc-rt-22"
@@ -610,7 +579,7 @@ async def test_a_promotion_restarts_the_failure_count_and_leaves_degraded(
     assert "bbc-v1-pod still serve(s) another model" in st["analysis"]["checks"][0]["message"]
     assert condition(kube, "Degraded")["reason"] == "ModelPromoted"
     assert st["phase"] == "Progressing"
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]
 
     # The old pod is gone and the rollout done: Progressing (evaluating) until the new
     # model's own analysis is Healthy, then Ready.
@@ -648,7 +617,7 @@ async def test_a_promoted_model_that_drifts_too_is_degraded_on_its_own_count(
     degraded = condition(kube, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "AnalysisFailed")
     assert status(kube)["phase"] == "Degraded"
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]  # cooldown 1h: no second run
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]  # cooldown 1h: no second run
 
 
 async def test_the_promoting_pass_never_starts_another_retrain_on_old_failures(
@@ -660,4 +629,4 @@ async def test_the_promoting_pass_never_starts_another_retrain_on_old_failures(
     kube.put(MODEL_DEPLOYMENTS, deployment(prom[0].url, retrain=retrain_spec(cooldown="1s")))
     await promote_retrained_model(kube, runtime, clock)
     assert condition(kube, "Degraded")["reason"] == "ModelPromoted"
-    assert kube.created(TRAINING_JOBS) == ["bbc-rt-1"]
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]
