@@ -111,6 +111,20 @@ class _NoApi:
         raise AssertionError(f"the source handler called the API: {name}")
 
 
+def no_api_memo() -> kopf.Memo:
+    """kopf's memo as the startup handler leaves it, with a client that fails the test
+    if a handler touches the API server."""
+    memo = kopf.Memo()
+    memo["runtime"] = Runtime(config=OperatorConfig(), kube=cast(Any, _NoApi()),
+                              metrics=OperatorMetrics())
+    return memo
+
+
+def watch_handler(registry: kopf.OperatorRegistry, handler_id: str) -> Any:
+    """The registered watch handler ``handler_id``."""
+    return next(h for h in registry._watching.get_all_handlers() if h.id == handler_id)
+
+
 async def test_a_training_job_event_wakes_indexed_deployments_and_its_retrain_owner(
         monkeypatch: pytest.MonkeyPatch) -> None:
     woken: list[tuple[str, str]] = []
@@ -120,11 +134,8 @@ async def test_a_training_job_event_wakes_indexed_deployments_and_its_retrain_ow
         woken.append((name, trigger))
     monkeypatch.setattr(handlers, "reconcile_model_deployment", fake_reconcile)
     registry = build_registry(config=OperatorConfig())
-    handler = next(h for h in registry._watching.get_all_handlers()
-                   if h.id == "modeldeployment-source-trainingjob")
-    memo = kopf.Memo()
-    memo["runtime"] = Runtime(config=OperatorConfig(), kube=cast(Any, _NoApi()),
-                              metrics=OperatorMetrics())
+    handler = watch_handler(registry, "modeldeployment-source-trainingjob")
+    memo = no_api_memo()
     index = {("team", "TrainingJob", "tj-1"): ["md-a", "md-z"],
              ("other", "TrainingJob", "tj-1"): ["md-elsewhere"]}
     fn = cast(Any, handler.fn)  # kopf passes many more keywords; the handler reads these
@@ -169,11 +180,8 @@ async def test_a_listed_job_of_a_finished_training_job_is_skipped_and_a_change_i
         woken.append((name, trigger))
     monkeypatch.setattr(handlers, "reconcile_training_job", fake_reconcile)
     registry = build_registry(config=OperatorConfig())
-    handler = next(h for h in registry._watching.get_all_handlers()
-                   if h.id == "trainingjob-job")
-    memo = kopf.Memo()
-    memo["runtime"] = Runtime(config=OperatorConfig(), kube=cast(Any, _NoApi()),
-                              metrics=OperatorMetrics())
+    handler = watch_handler(registry, "trainingjob-job")
+    memo = no_api_memo()
     fn = cast(Any, handler.fn)
     finished = {FINISHED_TRAINING_JOBS: {("team", "done"): True}}
     for owner, event_type in (("done", None), ("done", "MODIFIED"), ("running", None)):
@@ -194,9 +202,7 @@ async def test_reconciles_beyond_the_bound_wait_their_turn_in_order() -> None:
         order.append(name)
         await asyncio.sleep(0.01)
         running -= 1
-    memo = kopf.Memo()
-    memo["runtime"] = Runtime(config=OperatorConfig(), kube=cast(Any, _NoApi()),
-                              metrics=OperatorMetrics())
+    memo = no_api_memo()
     memo[RECONCILE_SLOTS] = asyncio.Semaphore(2)
     names = [f"obj-{i}" for i in range(6)]
     await asyncio.gather(*(handlers._guarded(reconcile, memo=memo, namespace="team", name=n,
@@ -221,9 +227,7 @@ async def test_api_refusals_map_to_kopf_retries_or_permanent_failures(
     just restarted refuses until its caches sync), throttling soon, a 422 never."""
     async def reconcile(**_: Any) -> None:
         raise error
-    memo = kopf.Memo()
-    memo["runtime"] = Runtime(config=OperatorConfig(), kube=cast(Any, _NoApi()),
-                              metrics=OperatorMetrics())
+    memo = no_api_memo()
     with pytest.raises(expected) as raised:
         await handlers._guarded(reconcile, memo=memo, namespace="team", name="x",
                                 trigger="test")
