@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from modelloop_operator.reconcilers.observe import JobOutcome, observe_attempt, parse_time
+from modelloop_operator.reconcilers.observe import JobOutcome, observe_attempt
+from modelloop_operator.reconcilers.pod_diagnosis import parse_time
 
 from .k8s_objects import job, pod
 

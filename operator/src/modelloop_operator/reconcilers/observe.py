@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
@@ -93,16 +92,6 @@ class AttemptObservation:
 
 def _order(pod: PodOutcome) -> tuple[int, str]:
     return (pod.index if pod.index is not None else 1 << 30, pod.name)
-
-
-def parse_time(value: object) -> datetime | None:
-    """An RFC 3339 timestamp from the API server, or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def _true_conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

@@ -65,7 +65,8 @@ class PodProblem:
         return f"{what} is waiting ({self.reason}{tail})"
 
 
-def _time(value: object) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
+    """An RFC 3339 timestamp from the API server, or None."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -93,8 +94,8 @@ def _waiting_problem(status: Mapping[str, Any], scheduled: Mapping[str, Any] | N
             kind=ProblemKind.IMAGE_PULL if image_problem else ProblemKind.CONTAINER_WAITING,
             reason=str(reason), message=str(waiting.get("message") or ""),
             container=entry.get("name"), image=entry.get("image"),
-            since=_time((scheduled or {}).get("lastTransitionTime"))
-            or _time(status.get("startTime")))
+            since=parse_time((scheduled or {}).get("lastTransitionTime"))
+            or parse_time(status.get("startTime")))
     return None
 
 
@@ -115,7 +116,7 @@ def diagnose_pod(pod: Mapping[str, Any]) -> PodProblem | None:
             and scheduled.get("reason") == "Unschedulable":
         return PodProblem(kind=ProblemKind.UNSCHEDULABLE, reason="Unschedulable",
                           message=" ".join(str(scheduled.get("message") or "").split()),
-                          since=_time(scheduled.get("lastTransitionTime")))
+                          since=parse_time(scheduled.get("lastTransitionTime")))
     if scheduled is not None and scheduled.get("status") != "True":
         return None
     return _waiting_problem(status, scheduled)
