@@ -202,6 +202,32 @@ def _pod_ended_or_disrupted(status: Mapping[str, Any], **_: Any) -> bool:
                for c in status.get("conditions") or [])
 
 
+def _register_gang_children(*, registry: kopf.OperatorRegistry, kind: str, owner_label: str,
+                            finished_index: str, reconcile: Reconcile) -> None:
+    """The watches of a gang job's children, ids ``<kind>-job`` and ``<kind>-pod``: any
+    event of a Job, and the end or disruption of a pod, carrying ``owner_label`` reconcile
+    the owner; the startup listing of a finished owner's children does not (its resume
+    reconcile covers them)."""
+    for resource, child, when in ((("batch", "v1", "jobs"), "job", None),
+                                  (("v1", "pods"), "pod", _pod_ended_or_disrupted)):
+        kopf.on.event(*resource, labels={owner_label: kopf.PRESENT}, when=when,
+                      id=f"{kind}-{child}", registry=registry)(
+            _child_handler(owner_label=owner_label, finished_index=finished_index,
+                           reconcile=reconcile, trigger=child))
+
+
+def _child_handler(*, owner_label: str, finished_index: str, reconcile: Reconcile,
+                   trigger: str) -> Callable[..., Awaitable[None]]:
+    async def child_changed(namespace: str | None, labels: Mapping[str, str],
+                            memo: kopf.Memo, type: str | None, **kwargs: Any) -> None:
+        owner = labels.get(owner_label)
+        if listed_child_of_finished_job(event_type=type, namespace=namespace, owner=owner,
+                                        finished=kwargs[finished_index]):
+            return
+        await _guarded(reconcile, memo=memo, namespace=namespace, name=owner, trigger=trigger)
+    return child_changed
+
+
 def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
     return not is_terminal_phase(status.get("phase"))
 
@@ -264,29 +290,9 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
 
     kopf.index(*tj, id=FINISHED_TRAINING_JOBS, registry=registry)(_index_finished)
 
-    @kopf.on.event("batch", "v1", "jobs", labels={TRAINING_JOB: kopf.PRESENT},
-                   id="trainingjob-job", registry=registry)
-    async def training_job_child_job(namespace: str | None, labels: Mapping[str, str],
-                                     memo: kopf.Memo, type: str | None,
-                                     **kwargs: Any) -> None:
-        owner = labels.get(TRAINING_JOB)
-        if listed_child_of_finished_job(event_type=type, namespace=namespace, owner=owner,
-                                        finished=kwargs[FINISHED_TRAINING_JOBS]):
-            return
-        await _reconcile_training_job(memo=memo, namespace=namespace, name=owner,
-                                      trigger="job")
-
-    @kopf.on.event("v1", "pods", labels={TRAINING_JOB: kopf.PRESENT},
-                   when=_pod_ended_or_disrupted, id="trainingjob-pod", registry=registry)
-    async def training_job_child_pod(namespace: str | None, labels: Mapping[str, str],
-                                     memo: kopf.Memo, type: str | None,
-                                     **kwargs: Any) -> None:
-        owner = labels.get(TRAINING_JOB)
-        if listed_child_of_finished_job(event_type=type, namespace=namespace, owner=owner,
-                                        finished=kwargs[FINISHED_TRAINING_JOBS]):
-            return
-        await _reconcile_training_job(memo=memo, namespace=namespace, name=owner,
-                                      trigger="pod")
+    _register_gang_children(registry=registry, kind="trainingjob", owner_label=TRAINING_JOB,
+                            finished_index=FINISHED_TRAINING_JOBS,
+                            reconcile=reconcile_training_job)
 
     register_optimization_jobs(registry=registry, config=config)
     register_model_deployments(registry=registry, config=config)
@@ -323,29 +329,10 @@ def register_optimization_jobs(*, registry: kopf.OperatorRegistry,
 
     kopf.index(*oj, id=FINISHED_OPTIMIZATION_JOBS, registry=registry)(_index_finished)
 
-    @kopf.on.event("batch", "v1", "jobs", labels={OPTIMIZATION_JOB: kopf.PRESENT},
-                   id="optimizationjob-job", registry=registry)
-    async def optimization_job_child_job(namespace: str | None, labels: Mapping[str, str],
-                                         memo: kopf.Memo, type: str | None,
-                                         **kwargs: Any) -> None:
-        owner = labels.get(OPTIMIZATION_JOB)
-        if listed_child_of_finished_job(event_type=type, namespace=namespace, owner=owner,
-                                        finished=kwargs[FINISHED_OPTIMIZATION_JOBS]):
-            return
-        await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace,
-                       name=owner, trigger="job")
-
-    @kopf.on.event("v1", "pods", labels={OPTIMIZATION_JOB: kopf.PRESENT},
-                   when=_pod_ended_or_disrupted, id="optimizationjob-pod", registry=registry)
-    async def optimization_job_child_pod(namespace: str | None, labels: Mapping[str, str],
-                                         memo: kopf.Memo, type: str | None,
-                                         **kwargs: Any) -> None:
-        owner = labels.get(OPTIMIZATION_JOB)
-        if listed_child_of_finished_job(event_type=type, namespace=namespace, owner=owner,
-                                        finished=kwargs[FINISHED_OPTIMIZATION_JOBS]):
-            return
-        await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace,
-                       name=owner, trigger="pod")
+    _register_gang_children(registry=registry, kind="optimizationjob",
+                            owner_label=OPTIMIZATION_JOB,
+                            finished_index=FINISHED_OPTIMIZATION_JOBS,
+                            reconcile=reconcile_optimization_job)
 
     @kopf.index(*oj, id=OPTIMIZATION_JOBS_BY_SOURCE, registry=registry)
     async def optimization_jobs_by_source(namespace: str | None, name: str | None,
