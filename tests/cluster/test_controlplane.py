@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.objects import apply
 from tests.harness.binaries import REPO_ROOT, Binaries, MissingBinariesError, locate
 from tests.harness.controlplane import ControlPlane, KubectlError
 from tests.harness.processes import ComponentError, free_port
@@ -46,10 +47,6 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60) -> Any:
 def get(cluster: ControlPlane, *args: str) -> Json:
     result: Json = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
     return result
-
-
-def apply(cluster: ControlPlane, namespace: str, manifest: Json) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
 
 
 def condition(obj: Json, kind: str) -> Json | None:

@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from tests.cluster.conftest import RunningOperator
+from tests.cluster.objects import apply, condition, get
 from tests.harness.controlplane import ControlPlane
 from tests.harness.tcpproxy import TcpProxy
 
@@ -67,32 +68,16 @@ def model_deployment(name: str, *, node: str, replicas: int) -> Json:
                      "scheduling": {"nodeSelector": {"kubernetes.io/hostname": node}}}}
 
 
-def apply(cluster: ControlPlane, namespace: str, manifest: Json) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-
-
 def merge_patch(cluster: ControlPlane, namespace: str, kind: str, name: str,
                 patch: Json) -> None:
     cluster.kubectl("patch", kind, name, "-n", namespace, "--type=merge",
                     "-p", json.dumps(patch))
 
 
-def get(cluster: ControlPlane, namespace: str, *what: str) -> Json | None:
-    result = cluster.kubectl("get", "-n", namespace, *what, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    obj: Json = json.loads(result.stdout)
-    return obj
-
-
 def names(cluster: ControlPlane, namespace: str, kind: str, selector: str) -> list[str]:
     listed = get(cluster, namespace, kind, "-l", selector) or {"items": []}
     return sorted(i["metadata"]["name"] for i in listed["items"]
                   if not i["metadata"].get("deletionTimestamp"))
-
-
-def condition(st: Json, type_: str) -> Json:
-    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
 
 
 def tj_in_phase(cluster: ControlPlane, namespace: str, name: str, phase: str) -> Any:

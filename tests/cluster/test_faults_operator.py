@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import RunningOperator
+from tests.cluster.objects import apply, condition, get
 from tests.harness.binaries import REPO_ROOT
 from tests.harness.controlplane import ControlPlane
 
@@ -96,30 +97,14 @@ def model_deployment(name: str, *, node: str, replicas: int) -> Json:
 # --- reading the cluster ---------------------------------------------------------------
 
 
-def apply(cluster: ControlPlane, namespace: str, manifest: Json) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-
-
 def patch(cluster: ControlPlane, namespace: str, kind: str, name: str, body: Json) -> None:
     cluster.kubectl("patch", kind, name, "-n", namespace, "--type=merge", "-p",
                     json.dumps(body))
 
 
-def get(cluster: ControlPlane, namespace: str, *what: str) -> Json | None:
-    result = cluster.kubectl("get", "-n", namespace, *what, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    obj: Json = json.loads(result.stdout)
-    return obj
-
-
 def status(cluster: ControlPlane, namespace: str, kind: str, name: str) -> Json:
     out: Json = (get(cluster, namespace, kind, name) or {}).get("status") or {}
     return out
-
-
-def condition(st: Json, type_: str) -> Json:
-    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
 
 
 def names(cluster: ControlPlane, namespace: str, kind: str, label: str | None = None

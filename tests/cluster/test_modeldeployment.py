@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import RunningOperator
+from tests.cluster.objects import apply, condition
 from tests.harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -35,10 +36,6 @@ def model_deployment(name: str, *, node: str, model: Json, replicas: int = 2,
                      **spec}}
 
 
-def apply(cluster: ControlPlane, namespace: str, manifest: Json) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-
-
 def get(cluster: ControlPlane, namespace: str, kind: str, name: str) -> Json | None:
     result = cluster.kubectl("get", "-n", namespace, kind, name, "-o", "json", check=False)
     if result.returncode != 0:
@@ -51,10 +48,6 @@ def status(cluster: ControlPlane, namespace: str, name: str) -> Json:
     obj = get(cluster, namespace, "modeldeployment", name) or {}
     out: Json = obj.get("status") or {}
     return out
-
-
-def condition(st: Json, type_: str) -> Json:
-    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
 
 
 def describe(cluster: ControlPlane, namespace: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import RunningOperator
+from tests.cluster.objects import apply, condition
 from tests.harness.controlplane import ControlPlane
 from tests.harness.prometheus import PrometheusServer, TestExporter, prometheus_scraping_exporter
 
@@ -107,10 +108,6 @@ def retrain(node: str, **fields: Any) -> Json:
             **fields}
 
 
-def apply(cluster: ControlPlane, namespace: str, manifest: Json) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-
-
 def get(cluster: ControlPlane, namespace: str, kind: str, name: str) -> Json | None:
     result = cluster.kubectl("get", "-n", namespace, kind, name, "-o", "json", check=False)
     return json.loads(result.stdout) if result.returncode == 0 else None
@@ -119,10 +116,6 @@ def get(cluster: ControlPlane, namespace: str, kind: str, name: str) -> Json | N
 def status(cluster: ControlPlane, namespace: str) -> Json:
     out: Json = (get(cluster, namespace, "modeldeployment", NAME) or {}).get("status") or {}
     return out
-
-
-def condition(st: Json, type_: str) -> Json:
-    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
 
 
 def training_jobs(cluster: ControlPlane, namespace: str) -> list[str]:

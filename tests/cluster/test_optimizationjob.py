@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import RunningOperator
+from tests.cluster.objects import apply, condition
 from tests.harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -69,20 +70,12 @@ def optimization_job(name: str, *, source: str, node: str,
                      "scheduling": {"nodeSelector": {"kubernetes.io/hostname": node}}}}
 
 
-def apply(cluster: ControlPlane, namespace: str, manifest: Json) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-
-
 def status(cluster: ControlPlane, namespace: str, kind: str, name: str) -> Json:
     result = cluster.kubectl("get", "-n", namespace, kind, name, "-o", "json", check=False)
     if result.returncode != 0:
         return {}
     out: Json = json.loads(result.stdout).get("status") or {}
     return out
-
-
-def condition(st: Json, type_: str) -> Json:
-    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
 
 
 def jobs(cluster: ControlPlane, namespace: str, name: str) -> list[str]:

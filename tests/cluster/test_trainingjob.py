@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import RunningOperator
+from tests.cluster.objects import apply, condition, get, tainted_gpu_nodes, training_job
 from tests.harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -31,46 +32,8 @@ OWNER_LABEL = "modelloop.dev/trainingjob"
 @pytest.fixture(scope="module")
 def gpu_nodes(cluster: ControlPlane) -> Iterator[list[str]]:
     """Two tainted kwok nodes with 4 GPUs each, only for this module's gang."""
-    names = [f"{GPU_POOL}-{i}" for i in range(2)]
-    for name in names:
-        cluster.add_node(name, gpus=4, cpu="32", memory="128Gi",
-                         labels={"modelloop.dev/test-pool": GPU_POOL},
-                         taints=[{"key": "nvidia.com/gpu", "value": "present",
-                                  "effect": "NoSchedule"}])
-    yield names
-    for name in names:
-        cluster.delete_node(name)
-
-
-def training_job(name: str, *, annotations: dict[str, str], num_nodes: int = 1,
-                 node: str | None = None, run_policy: Json | None = None,
-                 **spec: Any) -> Json:
-    body: Json = {
-        "model": {"uri": "builtin://all-minilm-l6-v2"},
-        "dataset": {"uri": "builtin://bbc-news", "maxSamples": 100},
-        # No pvc:// here: a claim nobody binds would keep the pods Pending.
-        "output": {"uri": "s3://models/bbc/run1"},
-        "numNodes": num_nodes,
-        "podTemplate": {"metadata": {"annotations": annotations}},
-        "runPolicy": run_policy or {},
-        **spec,
-    }
-    if node is not None:
-        body.setdefault("scheduling", {})["nodeSelector"] = {"kubernetes.io/hostname": node}
-    return {"apiVersion": "modelloop.dev/v1alpha1", "kind": "TrainingJob",
-            "metadata": {"name": name}, "spec": body}
-
-
-def apply(cluster: ControlPlane, namespace: str, manifest: Json) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-
-
-def get(cluster: ControlPlane, namespace: str, *what: str) -> Json | None:
-    result = cluster.kubectl("get", "-n", namespace, *what, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    obj: Json = json.loads(result.stdout)
-    return obj
+    with tainted_gpu_nodes(cluster, GPU_POOL) as names:
+        yield names
 
 
 def status(cluster: ControlPlane, namespace: str, name: str) -> Json:
@@ -78,10 +41,6 @@ def status(cluster: ControlPlane, namespace: str, name: str) -> Json:
     assert obj is not None, f"TrainingJob {name} is gone"
     out: Json = obj.get("status") or {}
     return out
-
-
-def condition(st: Json, type_: str) -> Json:
-    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
 
 
 def items(cluster: ControlPlane, namespace: str, kind: str, name: str) -> list[Json]:
