@@ -8,7 +8,7 @@ from typing import Any, cast
 import kopf
 import pytest
 from modelloop_operator import handlers
-from modelloop_operator.builders.labels import MODEL_DEPLOYMENT, TRAINING_JOB
+from modelloop_operator.builders.labels import MODEL_DEPLOYMENT, OPTIMIZATION_JOB, TRAINING_JOB
 from modelloop_operator.config import OperatorConfig
 from modelloop_operator.errors import ForbiddenError, KubeError, UnprocessableError
 from modelloop_operator.handlers import (
@@ -234,3 +234,11 @@ async def test_api_refusals_map_to_kopf_retries_or_permanent_failures(
     if delay is not None:
         assert isinstance(raised.value, kopf.TemporaryError)
         assert raised.value.delay == delay
+
+
+def test_gang_children_are_watched_by_owner_label_and_pods_only_when_they_end() -> None:
+    registry = build_registry(config=OperatorConfig())
+    for kind, label in (("trainingjob", TRAINING_JOB), ("optimizationjob", OPTIMIZATION_JOB)):
+        job, pod = watch_handler(registry, f"{kind}-job"), watch_handler(registry, f"{kind}-pod")
+        assert job.labels == pod.labels == {label: kopf.PRESENT}
+        assert job.when is None and pod.when is _pod_ended_or_disrupted
