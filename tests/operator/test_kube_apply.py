@@ -28,7 +28,7 @@ class FakeServer(KubeClient):
     """KubeClient over an in-memory API server: counts the requests that reach it."""
 
     def __init__(self) -> None:
-        super().__init__(api=cast(Any, None))
+        super().__init__(transport=cast(Any, None))
         self.objects: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self._versions = itertools.count(1)

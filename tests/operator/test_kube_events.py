@@ -15,7 +15,7 @@ INVOLVED = {"apiVersion": "modelloop.dev/v1alpha1", "kind": "ModelDeployment",
 
 class RecordingClient(KubeClient):
     def __init__(self, error: KubeError | None = None) -> None:
-        super().__init__(api=cast(Any, None))
+        super().__init__(transport=cast(Any, None))
         self.error = error
         self.sent: list[dict[str, Any]] = []
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from kubernetes_asyncio.client import ApiException
 from modelloop_operator.errors import ConflictError, KubeError, NotFoundError, UnprocessableError
 from modelloop_operator.kube import JOBS, PODS, Resource, _wrap
 
@@ -18,24 +17,20 @@ def test_rest_paths() -> None:
     assert PODS.api_version == "v1" and tj.api_version == "modelloop.dev/v1alpha1"
 
 
-def _api_error(status: int, body: object) -> ApiException:
-    exc = ApiException(status=status, reason="reason")
-    exc.body = json.dumps(body).encode()
-    return exc
+def _api_error(status: int, body: object) -> KubeError:
+    return _wrap(status=status, reason="reason", body=json.dumps(body).encode(),
+                 what="patch TrainingJob ns/x")
 
 
 def test_errors_are_typed_and_keep_the_servers_message() -> None:
-    conflict = _wrap(_api_error(409, {"message": "object was modified", "reason": "Conflict"}),
-                     what="patch TrainingJob ns/x")
+    conflict = _api_error(409, {"message": "object was modified", "reason": "Conflict"})
     assert isinstance(conflict, ConflictError) and conflict.retryable
     assert str(conflict) == "patch TrainingJob ns/x: object was modified (409)"
-    invalid = _wrap(_api_error(422, {"message": "field is immutable"}), what="apply")
+    invalid = _api_error(422, {"message": "field is immutable"})
     assert isinstance(invalid, UnprocessableError) and not invalid.retryable
-    assert isinstance(_wrap(_api_error(404, {}), what="get"), NotFoundError)
+    assert isinstance(_api_error(404, {}), NotFoundError)
 
 
 def test_a_non_json_body_still_wraps() -> None:
-    exc = ApiException(status=503, reason="Service Unavailable")
-    exc.body = b"<html>"
-    wrapped = _wrap(exc, what="list")
+    wrapped = _wrap(status=503, reason="Service Unavailable", body=b"<html>", what="list")
     assert type(wrapped) is KubeError and wrapped.retryable and wrapped.status == 503

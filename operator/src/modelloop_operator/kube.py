@@ -34,6 +34,7 @@ from typing import Any, Final, Literal
 import aiohttp
 from kubernetes_asyncio import client, config
 
+from .apitransport import ApiTransport
 from .errors import ConflictError, ForbiddenError, KubeError, NotFoundError, UnprocessableError
 
 logger = logging.getLogger(__name__)
@@ -190,13 +191,10 @@ SERVICES: Final = Resource("", "v1", "services", "Service")
 EVENTS: Final = Resource("", "v1", "events", "Event")
 
 
-def _wrap(exc: client.ApiException, *, what: str) -> KubeError:
-    """One typed error from the client's exception, with the API server's own message."""
-    status = int(exc.status or 0)
-    reason = str(exc.reason or "")
+def _wrap(*, status: int, reason: str, body: bytes | str | None, what: str) -> KubeError:
+    """One typed error from the API server's answer, with its own message."""
     message = reason
-    body = exc.body
-    if isinstance(body, bytes | str) and body:
+    if body:
         try:
             parsed = json.loads(body)
         except ValueError:
@@ -266,8 +264,8 @@ async def load_credentials() -> Credentials:
 class KubeClient:
     """An authenticated connection to one cluster. Create with :meth:`connect`."""
 
-    def __init__(self, *, api: client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
-        self._api = api
+    def __init__(self, *, transport: ApiTransport, field_manager: str = FIELD_MANAGER) -> None:
+        self._transport = transport
         self._field_manager = field_manager
         self._instance = socket.gethostname()
         self.applied_versions = AppliedVersions()
@@ -277,11 +275,12 @@ class KubeClient:
     @classmethod
     async def connect(cls) -> KubeClient:
         """A client with the credentials of :func:`load_configuration`."""
-        return cls(api=client.ApiClient(configuration=await load_configuration()))
+        return cls(transport=ApiTransport(configuration=await load_configuration(),
+                                          request_timeout=REQUEST_TIMEOUT_SECONDS))
 
     async def close(self) -> None:
         """Release the HTTP connection pool."""
-        await self._api.close()
+        await self._transport.close()
 
     async def _request(
         self, method: str, path: str, *, what: str,
@@ -289,20 +288,26 @@ class KubeClient:
         body: Any = None, content_type: str | None = None,
     ) -> Any:
         headers = {"Accept": "application/json"}
+        data: bytes | None = None
         if content_type == APPLY_PATCH:
-            body, content_type = apply_patch_body(body), f"{APPLY_PATCH}; charset=utf-8"
+            data, content_type = apply_patch_body(body), f"{APPLY_PATCH}; charset=utf-8"
+        elif body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
         if content_type is not None:
             headers["Content-Type"] = content_type
         try:
-            return await self._api.call_api(
-                path, method, query_params=query or [], header_params=headers, body=body,
-                auth_settings=["BearerToken"],
-                response_types_map={200: "object", 201: "object", 202: "object"},
-                _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT_SECONDS)
-        except client.ApiException as exc:
-            raise _wrap(exc, what=what) from exc
+            response = await self._transport.request(
+                method, path, query=query or [], headers=headers, body=data)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeError(f"{what}: API server unreachable: {exc!r}", status=0) from exc
+        if response.status >= 400:
+            raise _wrap(status=response.status, reason=response.reason, body=response.body,
+                        what=what)
+        try:
+            return json.loads(response.body) if response.body else {}
+        except ValueError as exc:
+            raise KubeError(f"{what}: unreadable answer from the API server: {exc}",
+                            status=response.status) from exc
 
     async def get(self, *, resource: Resource, namespace: str | None, name: str) -> Object | None:
         """The object, or None when it does not exist."""

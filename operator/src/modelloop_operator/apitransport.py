@@ -1,0 +1,158 @@
+"""HTTP to the API server: one aiohttp session, TLS and credentials from the client
+configuration, nothing else.
+
+kubernetes_asyncio's own request path was the operator's largest CPU cost at scale
+(bench/operator_scale.py, profiled with py-spy at 300 TrainingJobs + 150
+ModelDeployments): its session is built with ``trust_env=True``, so aiohttp re-reads
+``~/.netrc`` and the proxy variables in a worker thread for every request (about a third
+of the operator's samples), and every body goes through its generic model
+(de)serialisation although the operator only ever speaks plain JSON dicts. The
+configuration (kubeconfig parsing, exec plugins, in-cluster token rotation) still comes
+from kubernetes_asyncio; only the transport is ours.
+
+Proxies are honoured as kubectl does: the kubeconfig's ``proxy-url`` first, else
+``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` covers the server, decided once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+from kubernetes_asyncio import client
+
+READ_BUFFER_BYTES = 2**21
+"""Large objects (etcd allows 1.5 MiB) must fit aiohttp's read buffer."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """What the API server answered: status, reason phrase and the raw body."""
+
+    status: int
+    reason: str
+    body: bytes
+
+
+def ssl_context(configuration: client.Configuration) -> ssl.SSLContext:
+    """The TLS settings of ``configuration``: its CA, client certificate, verification."""
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def proxy_for(server: str, *, configured: str | None,
+              environ: Mapping[str, str] | None = None) -> str | None:
+    """The proxy to reach ``server`` through, or None: the configured one (kubeconfig
+    ``proxy-url``) wins; else the environment's, unless ``NO_PROXY`` covers the host."""
+    if configured:
+        return configured
+    parts = urlsplit(server)
+    env = os.environ if environ is None else environ
+    # {"https": ..., "no": ...}; a lowercase variable wins over its uppercase twin, as in
+    # urllib and curl.
+    proxies: dict[str, str] = {}
+    for lowercase in (False, True):
+        for key, value in env.items():
+            if value and key.lower().endswith("_proxy") and key.islower() == lowercase:
+                proxies[key.lower().removesuffix("_proxy")] = value
+    if parts.hostname and no_proxy_covers(proxies.get("no", ""), host=parts.hostname,
+                                          port=parts.port):
+        return None
+    return proxies.get(parts.scheme or "https")
+
+
+def no_proxy_covers(no_proxy: str, *, host: str, port: int | None) -> bool:
+    """Whether ``NO_PROXY`` exempts ``host``, with Go's rules (what kubectl follows):
+    ``*``; a domain and its subdomains (a leading dot is optional); an IP address or
+    CIDR range; each optionally with ``:port``."""
+    host = host.lower().strip("[]")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = \
+            ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if "/" in entry:
+            try:
+                if address is not None and address in ipaddress.ip_network(entry,
+                                                                           strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 \
+            else (entry, "", "")
+        if entry_port and port is not None and entry_port != str(port):
+            continue
+        name = name.strip("[]").lstrip(".")
+        if host == name or (address is None and host.endswith("." + name)):
+            return True
+    return False
+
+
+class ApiTransport:
+    """Requests to one API server with one connection pool."""
+
+    def __init__(self, *, configuration: client.Configuration, request_timeout: float,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self._configuration = configuration
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._base = str(configuration.host).rstrip("/")
+        self._proxy = proxy_for(self._base, configured=configuration.proxy, environ=environ)
+        self._server_hostname = configuration.tls_server_name or None
+        is_https = self._base.startswith("https")
+        connector = aiohttp.TCPConnector(
+            limit=int(configuration.connection_pool_maxsize or 100),
+            ssl=ssl_context(configuration) if is_https else False)
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
+                                              read_bufsize=READ_BUFFER_BYTES)
+
+    @property
+    def proxy(self) -> str | None:
+        """The proxy requests go through (None: direct)."""
+        return self._proxy
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        await self._session.close()
+
+    async def _authorization(self) -> dict[str, str]:
+        # Through the configuration every time: its refresh hook re-reads a rotated
+        # service-account token or re-runs an exec plugin when the old one expires.
+        token = await self._configuration.get_api_key_with_prefix("BearerToken")
+        if token:
+            return {"Authorization": str(token)}
+        if self._configuration.username or self._configuration.password:
+            return {"Authorization": str(self._configuration.get_basic_auth_token())}
+        return {}
+
+    async def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (),
+                      headers: Mapping[str, str] | None = None,
+                      body: bytes | None = None) -> Response:
+        """Send one request; HTTP errors are answers (see ``status``), only a failure to
+        talk to the server raises (``aiohttp.ClientError``, ``TimeoutError``)."""
+        url = self._base + path + (f"?{urlencode(query)}" if query else "")
+        all_headers = {**(headers or {}), **await self._authorization()}
+        extra: dict[str, Any] = {}
+        if self._server_hostname:
+            extra["server_hostname"] = self._server_hostname
+        async with self._session.request(
+                method, url, headers=all_headers, data=body, proxy=self._proxy,
+                timeout=self._timeout, **extra) as response:
+            return Response(status=response.status, reason=str(response.reason or ""),
+                            body=await response.read())
