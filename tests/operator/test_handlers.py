@@ -28,6 +28,7 @@ from modelloop_operator.metrics import OperatorMetrics
 from modelloop_operator.reconcilers.modeldeployment import references
 from modelloop_operator.reconcilers.optimizationjob import references_training_job
 from modelloop_operator.reconcilers.runtime import Runtime
+from modelloop_operator.slots import ReconcileSlots
 
 
 def test_every_trigger_of_the_trainingjob_reconcile_is_registered() -> None:
@@ -203,11 +204,41 @@ async def test_reconciles_beyond_the_bound_wait_their_turn_in_order() -> None:
         await asyncio.sleep(0.01)
         running -= 1
     memo = no_api_memo()
-    memo[RECONCILE_SLOTS] = asyncio.Semaphore(2)
+    memo[RECONCILE_SLOTS] = ReconcileSlots(2)
     names = [f"obj-{i}" for i in range(6)]
     await asyncio.gather(*(handlers._guarded(reconcile, memo=memo, namespace="team", name=n,
                                              trigger="create") for n in names))
     assert peak == 2 and order == names
+
+
+async def test_first_reconciles_go_before_child_events_and_a_queued_object_skips_its_timer(
+) -> None:
+    order: list[tuple[str, str]] = []
+    gate = asyncio.Event()
+
+    async def reconcile(*, runtime: Runtime, namespace: str, name: str, trigger: str) -> None:
+        order.append((name, trigger))
+        if name == "busy":
+            await gate.wait()
+    memo = no_api_memo()
+    memo[RECONCILE_SLOTS] = ReconcileSlots(1)
+
+    def guarded(name: str, trigger: str) -> Any:
+        return asyncio.create_task(handlers._guarded(reconcile, memo=memo, namespace="team",
+                                                     name=name, trigger=trigger))
+    busy = guarded("busy", "create")
+    await asyncio.sleep(0)
+    queued = [guarded("old", "job"), guarded("old", "pod"), guarded("old", "timer"),
+              guarded("other", "timer"), guarded("new", "create"), guarded("busy", "timer"),
+              guarded("old", "update")]
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(busy, *queued)
+    # "old" had a job-event reconcile queued: its pod event and timer tick were dropped
+    # (that reconcile reads everything when it starts), but not the more urgent update;
+    # the timer tick of the running "busy" was dropped too.
+    assert order == [("busy", "create"), ("new", "create"), ("old", "update"),
+                     ("old", "job"), ("other", "timer")]
 
 
 def test_the_bound_is_a_setting() -> None:

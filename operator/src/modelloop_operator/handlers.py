@@ -20,8 +20,6 @@ every TrainingJob event cost O(ModelDeployments) and the operator fell behind fo
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -48,6 +46,7 @@ from .reconcilers.optimizationjob import (
 )
 from .reconcilers.runtime import Runtime
 from .reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
+from .slots import ReconcileSlots, priority_of
 
 logger = logging.getLogger(__name__)
 
@@ -143,25 +142,35 @@ FORBIDDEN_RETRY_SECONDS: Final = 30
 """Delay before retrying a reconcile the API server refused with 403."""
 
 RECONCILE_SLOTS: Final = "reconcile_slots"
-"""memo key of the semaphore bounding concurrent reconciles (max_concurrent_reconciles)."""
+"""memo key of the :class:`ReconcileSlots` bounding concurrent reconciles
+(max_concurrent_reconciles), most urgent first."""
 
 
-def _slots(memo: kopf.Memo) -> contextlib.AbstractAsyncContextManager[Any]:
+UNSTARTED_SLOTS: Final = 1024
+
+
+def _slots(memo: kopf.Memo) -> ReconcileSlots:
     slots = memo.get(RECONCILE_SLOTS)
-    return slots if isinstance(slots, asyncio.Semaphore) else contextlib.nullcontext()
+    if not isinstance(slots, ReconcileSlots):  # only before startup ran (unit tests)
+        slots = memo[RECONCILE_SLOTS] = ReconcileSlots(UNSTARTED_SLOTS)
+    return slots
 
 
 async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | None,
                    name: str | None, trigger: str) -> None:
-    """Run one reconcile, retrying conflicts at once, and translate our errors into
-    kopf's: permanent for invalid specs, temporary with a delay while waiting or after
-    a retryable API error."""
+    """Run one reconcile when a slot is free (most urgent first, :mod:`.slots`), retrying
+    conflicts at once, and translate our errors into kopf's: permanent for invalid specs,
+    temporary with a delay while waiting or after a retryable API error."""
     if not namespace or not name:
         return
+    slots = _slots(memo)
+    key, priority = (reconcile, namespace, name), priority_of(trigger)
+    if slots.queued(key, priority) or (trigger == "timer" and slots.pending(key)):
+        return  # a reconcile of this object is already on its way: it reads everything
     runtime = _runtime(memo)
     try:
         # Wait for a slot without a deadline: only requests actually sent are timed.
-        async with _slots(memo):
+        async with slots.hold(key, priority):
             for attempt in range(CONFLICT_RETRIES):
                 try:
                     await reconcile(runtime=runtime, namespace=namespace, name=name,
@@ -247,7 +256,7 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
         metrics = OperatorMetrics()
         if config.metrics_port:
             metrics.serve(port=config.metrics_port)
-        memo[RECONCILE_SLOTS] = asyncio.Semaphore(config.max_concurrent_reconciles)
+        memo[RECONCILE_SLOTS] = ReconcileSlots(config.max_concurrent_reconciles)
         memo["runtime"] = Runtime(config=config, kube=await KubeClient.connect(),
                                   metrics=metrics)
 
