@@ -32,6 +32,8 @@ class MemoryKube(KubeClient):
     def __init__(self) -> None:  # no HTTP client: nothing leaves the process
         self.objects: dict[Key, Object] = {}
         self.writes: list[tuple[str, str, str]] = []
+        self.reads: list[tuple[str, str]] = []
+        """(plural, name) of every get, (plural, "") of every list."""
         self.events: list[tuple[str, str]] = []
         self._versions = itertools.count(1)
 
@@ -50,11 +52,13 @@ class MemoryKube(KubeClient):
 
     async def get(self, *, resource: Resource, namespace: str | None,
                   name: str) -> Object | None:
+        self.reads.append((resource.plural, name))
         obj = self.objects.get((resource.plural, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
     async def list(self, *, resource: Resource, namespace: str | None,
                    labels: Mapping[str, str]) -> list[Object]:
+        self.reads.append((resource.plural, ""))
         return [copy.deepcopy(o) for (plural, ns, _), o in sorted(self.objects.items())
                 if plural == resource.plural and ns == namespace
                 and labels.items() <= (o["metadata"].get("labels") or {}).items()]

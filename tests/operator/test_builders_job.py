@@ -13,6 +13,7 @@ from modelloop_operator.builders.job import (
     job_name,
     manifest_hash,
     master_address,
+    needs_rendezvous_service,
     with_manifest_hash,
 )
 from modelloop_operator.errors import InvalidSpecError
@@ -40,8 +41,13 @@ class TestNames:
         assert job_name(name="bbc", attempt=3) == "bbc-a3"
 
     def test_master_address_is_pod_zero_of_the_attempt_under_the_service(self) -> None:
-        assert master_address(name="bbc", namespace="team-a", attempt=2) == \
+        assert master_address(name="bbc", namespace="team-a", attempt=2, num_nodes=2) == \
             "bbc-a2-0.bbc.team-a.svc"
+
+    def test_a_single_node_is_its_own_master_and_needs_no_service(self) -> None:
+        assert master_address(name="bbc", namespace="team-a", attempt=2, num_nodes=1) == \
+            "127.0.0.1"
+        assert not needs_rendezvous_service(1) and needs_rendezvous_service(2)
 
     def test_names_are_deterministic(self, owner: Owner) -> None:
         template = training_template(owner, training_spec(numNodes=2))

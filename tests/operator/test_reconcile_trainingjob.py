@@ -214,7 +214,7 @@ async def start_running(runtime: Runtime, kube: MemoryKube, **spec: Any) -> None
     await reconcile(runtime)
     job = kube.stored(JOBS, NS, "bbc-a1")
     assert job is not None
-    job["status"] = {"active": 1, "ready": 1}
+    job["status"] = {"active": job["spec"]["parallelism"], "ready": job["spec"]["parallelism"]}
     await reconcile(runtime)
     assert status(kube)["phase"] == "Running"
 
@@ -276,9 +276,22 @@ async def test_a_job_deleted_before_it_ran_is_recreated_for_the_same_attempt(
     assert ("Warning", "ChildrenDeleted") not in kube.events
 
 
+async def test_a_single_node_job_has_no_service_and_a_local_master(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    create(kube, spec={"numNodes": 1})
+    await reconcile(runtime)
+    assert kube.writes == [("patch/status", "trainingjobs", "bbc"), ("apply", "jobs", "bbc-a1")]
+    job = kube.stored(JOBS, NS, "bbc-a1")
+    assert job is not None
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--master_addr=127.0.0.1" in command
+    # One read of the Job's name (none found) is enough to create it; no Service read.
+    assert kube.reads == [("trainingjobs", "bbc"), ("jobs", "bbc-a1")]
+
+
 async def test_a_deleted_rendezvous_service_is_recreated_while_the_job_runs(
         runtime: Runtime, kube: MemoryKube) -> None:
-    await start_running(runtime, kube)
+    await start_running(runtime, kube, numNodes=2)
     del kube.objects[("services", NS, "bbc")]
     await reconcile(runtime)
     assert kube.stored(SERVICES, NS, "bbc") is not None

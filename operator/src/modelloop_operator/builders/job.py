@@ -1,5 +1,5 @@
-"""Manifests for a gang of trainer-image pods: an indexed batch/v1 Job per attempt and a
-headless Service for rendezvous.
+"""Manifests for a gang of trainer-image pods: an indexed batch/v1 Job per attempt and,
+for a gang of several nodes, a headless Service for rendezvous.
 
 Generic on purpose: TrainingJob and OptimizationJob differ only in the command and a few
 env variables (:class:`GangJobTemplate`), so gang semantics, security, storage mounts and
@@ -14,7 +14,10 @@ Gang rules encoded here:
 * a ``podFailurePolicy`` that ignores pods with condition ``DisruptionTarget``
   (preemption, eviction, node drain), so a disruption is never mistaken for a failure;
 * pod ``subdomain`` = Service name and ``publishNotReadyAddresses``, so rank 0 is
-  reachable as ``<job>-0.<svc>.<ns>.svc`` before any readiness.
+  reachable as ``<job>-0.<svc>.<ns>.svc`` before any readiness;
+* a single node has no Service: its rank 0 is the pod itself (``127.0.0.1``), and a
+  Service per job cost the API server a dozen requests (the Service, its Endpoints and
+  EndpointSlices, the reads and the deletion at the end; bench/operator_scale.py).
 """
 
 from __future__ import annotations
@@ -86,8 +89,20 @@ def service_name(*, name: str) -> str:
     return name
 
 
-def master_address(*, name: str, namespace: str, attempt: int) -> str:
-    """Stable DNS name of rank 0 of an attempt: ``<job>-0.<svc>.<ns>.svc``."""
+LOCAL_MASTER_ADDRESS: Final = "127.0.0.1"
+"""Rank 0 of a single-node gang: the pod itself."""
+
+
+def needs_rendezvous_service(num_nodes: int) -> bool:
+    """Whether a gang of ``num_nodes`` needs the headless Service (several nodes do)."""
+    return num_nodes > 1
+
+
+def master_address(*, name: str, namespace: str, attempt: int, num_nodes: int) -> str:
+    """Where rank 0 of an attempt listens: its stable DNS name ``<job>-0.<svc>.<ns>.svc``
+    for a gang of several nodes, else the pod itself."""
+    if not needs_rendezvous_service(num_nodes):
+        return LOCAL_MASTER_ADDRESS
     return f"{job_name(name=name, attempt=attempt)}-0.{service_name(name=name)}.{namespace}.svc"
 
 

@@ -99,7 +99,8 @@ def build_training_template(
     """The gang template of one attempt of a TrainingJob."""
     command = build_torchrun_command(
         num_nodes=spec.num_nodes, gpus_per_node=spec.resources.gpus,
-        master_addr=master_address(name=owner.name, namespace=owner.namespace, attempt=attempt),
+        master_addr=master_address(name=owner.name, namespace=owner.namespace, attempt=attempt,
+                                   num_nodes=spec.num_nodes),
         master_port=master_port, module=TRAINER_MODULE, flags=build_trainer_flags(spec=spec))
     claims = tuple(c for c in (pvc_claim(u) for u in training_uris(spec)) if c is not None)
     return GangJobTemplate(

@@ -38,6 +38,7 @@ from ..builders.job import (
     build_rendezvous_service,
     job_name,
     manifest_hash,
+    needs_rendezvous_service,
     service_name,
     with_manifest_hash,
 )
@@ -120,6 +121,10 @@ class GangSnapshot:
     stale_jobs: tuple[Object, ...]
     pods: tuple[Object, ...]
     service: Object | None
+    read_job_name: str | None = None
+    job_name_taken: Object | None = None
+    """What the read of ``read_job_name`` found when ``job`` is None (someone else's Job,
+    ours being deleted, or nothing): creating that Job needs no second read."""
 
 
 def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -192,7 +197,8 @@ async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangReques
     ns, name = request.namespace, request.name
     owned = {lbl.MANAGED_BY: lbl.MANAGED_BY_VALUE, kind.owner_label: name}
     current_name = job_name(name=name, attempt=attempt)
-    current = await kube.get(resource=JOBS, namespace=ns, name=current_name)
+    read = await kube.get(resource=JOBS, namespace=ns, name=current_name)
+    current = read
     if current is not None and not controlled_by(current, request.uid):
         current = None  # someone else's Job: never observed, deleted or adopted
     if current is not None and being_deleted(current):
@@ -207,8 +213,12 @@ async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangReques
     if current is not None and pods_matter(current, num_nodes=request.num_nodes):
         pods = await kube.list(resource=PODS, namespace=ns,
                                labels={**owned, lbl.ATTEMPT: str(attempt)})
-    service = await kube.get(resource=SERVICES, namespace=ns, name=service_name(name=name))
-    return GangSnapshot(job=current, stale_jobs=stale, pods=tuple(pods), service=service)
+    # A single node needs no rendezvous (rank 0 is local): no Service to read or write.
+    service = await kube.get(resource=SERVICES, namespace=ns, name=service_name(name=name)) \
+        if needs_rendezvous_service(request.num_nodes) else None
+    return GangSnapshot(job=current, stale_jobs=stale, pods=tuple(pods), service=service,
+                        read_job_name=current_name,
+                        job_name_taken=read if current is None else None)
 
 
 def _transition(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -258,7 +268,8 @@ async def _apply_job(*, kube: KubeClient, request: GangRequest, snapshot: GangSn
         return  # exactly what we applied last time: spare the API server a no-op apply
     exists = snapshot.job is not None
     if snapshot.job is None:
-        existing = await kube.get(resource=JOBS, namespace=request.namespace, name=name)
+        existing = snapshot.job_name_taken if snapshot.read_job_name == name else \
+            await kube.get(resource=JOBS, namespace=request.namespace, name=name)
         if existing is not None and not controlled_by(existing, request.uid):
             raise WaitingError(f"Job {request.namespace}/{name} exists and is not owned by this "
                           f"{request.obj['kind']}; delete it", delay=30)
@@ -345,7 +356,9 @@ async def reconcile_gang(*, kube: KubeClient, kind: GangKind, request: GangReque
         snapshot = GangSnapshot(job=None, stale_jobs=(), pods=(), service=snapshot.service)
     template = request.template_for(decision.attempt)
     try:
-        await _apply_service(kube=kube, request=request, snapshot=snapshot, template=template)
+        if needs_rendezvous_service(request.num_nodes):
+            await _apply_service(kube=kube, request=request, snapshot=snapshot,
+                                 template=template)
         await _apply_job(kube=kube, request=request, snapshot=snapshot, decision=decision,
                          template=template)
     except UnprocessableError as exc:
