@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any, cast
 
 import kopf
@@ -25,10 +26,16 @@ from modelloop_operator.handlers import (
     optimization_job_source_keys,
 )
 from modelloop_operator.metrics import OperatorMetrics
-from modelloop_operator.reconcilers.modeldeployment import references
-from modelloop_operator.reconcilers.optimizationjob import references_training_job
+from modelloop_operator.reconcilers.modeldeployment import MODEL_DEPLOYMENTS, references
+from modelloop_operator.reconcilers.optimizationjob import (
+    OPTIMIZATION_JOBS,
+    references_training_job,
+)
 from modelloop_operator.reconcilers.runtime import Runtime
+from modelloop_operator.reconcilers.trainingjob import TRAINING_JOBS
 from modelloop_operator.slots import ReconcileSlots
+
+from .memory_kube import MemoryKube
 
 
 def test_every_trigger_of_the_trainingjob_reconcile_is_registered() -> None:
@@ -273,3 +280,46 @@ def test_gang_children_are_watched_by_owner_label_and_pods_only_when_they_end() 
         job, pod = watch_handler(registry, f"{kind}-job"), watch_handler(registry, f"{kind}-pod")
         assert job.labels == pod.labels == {label: kopf.PRESENT}
         assert job.when is None and pod.when is _pod_ended_or_disrupted
+
+
+# --- the queued status of a new object ---------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["trainingjob", "optimizationjob", "modeldeployment"])
+async def test_a_new_object_gets_a_queued_status_at_once_and_only_once(kind: str) -> None:
+    kube = MemoryKube()
+    memo = kopf.Memo()
+    memo["runtime"] = Runtime(config=OperatorConfig(), kube=kube, metrics=OperatorMetrics())
+    resource = {"trainingjob": TRAINING_JOBS, "optimizationjob": OPTIMIZATION_JOBS,
+                "modeldeployment": MODEL_DEPLOYMENTS}[kind]
+    stored = kube.put(resource, {"metadata": {"name": "new", "namespace": "team"},
+                                 "spec": {}})
+    fn = cast(Any, watch_handler(build_registry(config=OperatorConfig()), f"{kind}-queued").fn)
+    await fn(body=copy.deepcopy(stored), type="ADDED", memo=memo)
+    assert kube.writes == [("patch/status", resource.plural, "new")]
+    st = stored["status"]
+    assert st["phase"] == "Pending" and "observedGeneration" not in st
+    (progressing,) = st["conditions"]
+    assert (progressing["type"], progressing["status"], progressing["reason"]) == \
+        ("Progressing", "True", "Queued")
+    # An object with a status, a deleted one, one being deleted: nothing more.
+    await fn(body=copy.deepcopy(stored), type="MODIFIED", memo=memo)
+    await fn(body={"metadata": {"name": "new", "namespace": "team"}}, type="DELETED",
+             memo=memo)
+    await fn(body={"metadata": {"name": "new", "namespace": "team", "resourceVersion": "9",
+                                "deletionTimestamp": "2026-11-28T00:00:00Z"}},
+             type="MODIFIED", memo=memo)
+    assert len(kube.writes) == 1
+
+
+async def test_a_queued_status_that_loses_a_race_is_left_to_the_reconcile() -> None:
+    kube = MemoryKube()
+    memo = kopf.Memo()
+    memo["runtime"] = Runtime(config=OperatorConfig(), kube=kube, metrics=OperatorMetrics())
+    stale = copy.deepcopy(kube.put(TRAINING_JOBS, {"metadata": {"name": "raced",
+                                                                "namespace": "team"}}))
+    kube.put(TRAINING_JOBS, {"metadata": {"name": "raced", "namespace": "team"},
+                             "status": {"phase": "Running"}})  # the reconcile got there first
+    fn = cast(Any, watch_handler(build_registry(config=OperatorConfig()),
+                                 "trainingjob-queued").fn)
+    await fn(body=stale, type="ADDED", memo=memo)  # a 409, swallowed
+    assert kube.stored(TRAINING_JOBS, "team", "raced")["status"] == {"phase": "Running"}

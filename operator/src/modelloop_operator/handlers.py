@@ -31,7 +31,7 @@ from .builders.labels import MODEL_DEPLOYMENT, OPTIMIZATION_JOB, TRAINING_JOB
 from .config import OperatorConfig
 from .errors import ConflictError, ForbiddenError, InvalidSpecError, KubeError, WaitingError
 from .kopf_settings import apply_kopf_settings
-from .kube import KubeClient, load_credentials
+from .kube import KubeClient, Resource, load_credentials
 from .metrics import OperatorMetrics
 from .reconcilers.gangjob import is_terminal_phase
 from .reconcilers.modeldeployment import (
@@ -47,6 +47,7 @@ from .reconcilers.optimizationjob import (
 from .reconcilers.runtime import Runtime
 from .reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
 from .slots import ReconcileSlots, priority_of
+from .status import queued_status
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,36 @@ def _child_handler(*, owner_label: str, finished_index: str, reconcile: Reconcil
     return child_changed
 
 
+def register_queued_status(*, registry: kopf.OperatorRegistry, kind: str,
+                           resource: Resource) -> None:
+    """``<kind>-queued``: an object seen without any status gets one at once
+    (:func:`.status.queued_status`), before kopf's own bookkeeping and before its first
+    reconcile waits for a slot. One request per new object, outside the reconcile
+    slots: in a burst of new objects the first status is what users and Argo CD wait
+    for, and the full reconciles (several requests each, children that set the cluster's
+    controllers going) follow in order. Best effort: any failure, a conflict (someone
+    wrote first) included, leaves the job to the first reconcile."""
+    @kopf.on.event(resource.group, resource.version, resource.plural, id=f"{kind}-queued",
+                   registry=registry)
+    async def queued(body: Mapping[str, Any], type: str | None, memo: kopf.Memo,
+                     **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        if type == "DELETED" or body.get("status") or meta.get("deletionTimestamp"):
+            return
+        runtime = memo.get("runtime")
+        if not isinstance(runtime, Runtime) or not meta.get("resourceVersion"):
+            return
+        try:
+            await runtime.kube.merge_patch(
+                resource=resource, namespace=meta.get("namespace"), name=meta.get("name", ""),
+                subresource="status",
+                patch={"metadata": {"resourceVersion": meta["resourceVersion"]},
+                       "status": queued_status(now=datetime.now(UTC).replace(microsecond=0))})
+        except KubeError as exc:
+            logger.debug("no queued status for %s %s/%s: %s", resource.kind,
+                         meta.get("namespace"), meta.get("name"), exc)
+
+
 def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
     return not is_terminal_phase(status.get("phase"))
 
@@ -298,6 +329,7 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
                                       trigger="timer")
 
     kopf.index(*tj, id=FINISHED_TRAINING_JOBS, registry=registry)(_index_finished)
+    register_queued_status(registry=registry, kind="trainingjob", resource=TRAINING_JOBS)
 
     _register_gang_children(registry=registry, kind="trainingjob", owner_label=TRAINING_JOB,
                             finished_index=FINISHED_TRAINING_JOBS,
@@ -337,6 +369,8 @@ def register_optimization_jobs(*, registry: kopf.OperatorRegistry,
                        trigger="timer")
 
     kopf.index(*oj, id=FINISHED_OPTIMIZATION_JOBS, registry=registry)(_index_finished)
+    register_queued_status(registry=registry, kind="optimizationjob",
+                           resource=OPTIMIZATION_JOBS)
 
     _register_gang_children(registry=registry, kind="optimizationjob",
                             owner_label=OPTIMIZATION_JOB,
@@ -381,6 +415,9 @@ def register_model_deployments(*, registry: kopf.OperatorRegistry,
                                       memo: kopf.Memo, **_: Any) -> None:
         await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace, name=name,
                        trigger="timer")
+
+    register_queued_status(registry=registry, kind="modeldeployment",
+                           resource=MODEL_DEPLOYMENTS)
 
     @kopf.on.event(DEPLOYMENTS.group, DEPLOYMENTS.version, DEPLOYMENTS.plural,
                    labels={MODEL_DEPLOYMENT: kopf.PRESENT}, id="modeldeployment-deployment",

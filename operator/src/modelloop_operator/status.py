@@ -54,6 +54,7 @@ class Reason:
     CHILD_CONFLICT: Final = "ChildConflict"
     CHILD_REJECTED: Final = "ChildRejected"
     CHILDREN_DELETED: Final = "ChildrenDeleted"
+    QUEUED: Final = "Queued"
 
 
 def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | None:
@@ -106,3 +107,22 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
         elif key not in old or before != value:
             patch[key] = value
     return patch
+
+
+QUEUED_MESSAGE: Final = "seen by the operator; waiting for its first reconcile"
+
+
+def queued_status(*, now: datetime) -> dict[str, Any]:
+    """The status written the moment the operator first sees an object without one (any
+    kind): ``Pending``, ``Progressing=True`` with reason ``Queued``.
+
+    It says "the operator has this object" before the first reconcile reads anything or
+    creates a child, which in a burst of thousands of new objects can take a while. It
+    deliberately has no ``observedGeneration``: nothing has been computed from the spec
+    yet (Argo CD's health checks read that as still progressing). The first reconcile
+    replaces all of it."""
+    conditions = set_condition([], type_=ConditionType.PROGRESSING, status=True,
+                               reason=Reason.QUEUED, message=QUEUED_MESSAGE,
+                               observed_generation=None, now=now)
+    return {"phase": "Pending",
+            "conditions": [c.model_dump(mode="json", exclude_none=True) for c in conditions]}

@@ -201,7 +201,10 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
         try:
             recreated = await _apply_children(
                 kube=kube, ctx=ctx, state=state, stable_seen=stable_obj, uid=meta["uid"],
-                seen=children_seen(old=old, generation=generation))
+                seen=children_seen(old=old, generation=generation),
+                reads={(DEPLOYMENTS.plural, deployment_name(name=name, track=track)): read
+                       for track, read in ((Track.STABLE, stable_obj),
+                                           (Track.CANARY, canary_obj))})
         except UnprocessableError as exc:
             # A validation the schema cannot express, or an admission policy: only a
             # change of the spec (or the policy) helps, and status must say so. The
@@ -247,12 +250,24 @@ def _replicas(*, spec: ModelDeploymentSpec, state: RolloutState,
     return (None if autoscaled else stable), canary
 
 
+Reads = Mapping[tuple[str, str], Object | None]
+"""Children this reconcile has already read, by (plural, name): not read twice."""
+
+
+async def _read(kube: KubeClient, *, resource: Resource, namespace: str, name: str,
+                reads: Reads) -> Object | None:
+    if (resource.plural, name) in reads:
+        return reads[(resource.plural, name)]
+    return await kube.get(resource=resource, namespace=namespace, name=name)
+
+
 async def _apply_owned(*, kube: KubeClient, resource: Resource, manifest: Mapping[str, Any],
-                       uid: str) -> bool:
+                       uid: str, reads: Reads) -> bool:
     """Apply a child, refusing to take over an object someone else created. Returns
     whether the child was missing (so this apply created it)."""
     meta = manifest["metadata"]
-    existing = await kube.get(resource=resource, namespace=meta["namespace"], name=meta["name"])
+    existing = await _read(kube, resource=resource, namespace=meta["namespace"],
+                           name=meta["name"], reads=reads)
     if existing is not None and not controlled_by(existing, uid):
         raise WaitingError(
             f"{resource.kind} {meta['namespace']}/{meta['name']} exists and is not owned by "
@@ -262,8 +277,9 @@ async def _apply_owned(*, kube: KubeClient, resource: Resource, manifest: Mappin
 
 
 async def _delete_owned(*, kube: KubeClient, resource: Resource, namespace: str, name: str,
-                        uid: str) -> None:
-    existing = await kube.get(resource=resource, namespace=namespace, name=name)
+                        uid: str, reads: Reads) -> None:
+    existing = await _read(kube, resource=resource, namespace=namespace, name=name,
+                           reads=reads)
     if existing is not None and controlled_by(existing, uid):
         await kube.delete(resource=resource, namespace=namespace, name=name)
 
@@ -290,7 +306,7 @@ def children_seen(*, old: ModelDeploymentStatus, generation: int | None) -> Chil
 
 async def _apply_children(*, kube: KubeClient, ctx: ServingContext, state: RolloutState,
                           stable_seen: Mapping[str, Any] | None, uid: str,
-                          seen: ChildrenSeen) -> list[str]:
+                          seen: ChildrenSeen, reads: Reads) -> list[str]:
     """Apply every child; returns the ones that had been there and were missing (deleted
     by hand: recreated now, and worth an Event). The canary's come and go with the
     rollout, so only the always-present children are counted."""
@@ -302,7 +318,8 @@ async def _apply_children(*, kube: KubeClient, ctx: ServingContext, state: Rollo
     recreated: list[str] = []
 
     async def apply(resource: Resource, manifest: Mapping[str, Any], *, expected: bool) -> None:
-        created = await _apply_owned(kube=kube, resource=resource, uid=uid, manifest=manifest)
+        created = await _apply_owned(kube=kube, resource=resource, uid=uid, manifest=manifest,
+                                     reads=reads)
         if created and expected:
             recreated.append(f"{resource.kind} {manifest['metadata']['name']}")
 
@@ -321,16 +338,17 @@ async def _apply_children(*, kube: KubeClient, ctx: ServingContext, state: Rollo
                                                   replicas=canary_replicas), expected=False)
     else:
         await _delete_owned(kube=kube, resource=DEPLOYMENTS, namespace=ns, uid=uid,
-                            name=deployment_name(name=name, track=Track.CANARY))
+                            name=deployment_name(name=name, track=Track.CANARY), reads=reads)
         await _delete_owned(kube=kube, resource=CONFIG_MAPS, namespace=ns, uid=uid,
-                            name=config_map_name(name=name, track=Track.CANARY))
+                            name=config_map_name(name=name, track=Track.CANARY), reads=reads)
     await apply(SERVICES, build_inference_service(ctx=ctx), expected=seen.serving)
     await apply(SERVICES, build_metrics_service(ctx=ctx), expected=seen.serving)
     autoscaler = build_autoscaler(ctx=ctx)
     if autoscaler is not None:
         await apply(AUTOSCALERS, autoscaler, expected=seen.autoscaler)
     else:
-        await _delete_owned(kube=kube, resource=AUTOSCALERS, namespace=ns, name=name, uid=uid)
+        await _delete_owned(kube=kube, resource=AUTOSCALERS, namespace=ns, name=name, uid=uid,
+                            reads=reads)
     return recreated
 
 
