@@ -165,3 +165,16 @@ def test_memory_is_bounded() -> None:
     for i in range(10):
         versions.applied(f"/p/{i}", digest="d", obj={"metadata": {"resourceVersion": "1"}})
     assert len(versions) == 3
+
+
+def test_reads_kept_to_vouch_for_an_apply_are_bounded() -> None:
+    """A read that no apply follows (the manifest hash already matched) must not keep
+    the whole object body for as long as the object is remembered."""
+    versions = AppliedVersions(confirmations=2)
+    for i in range(5):
+        versions.applied(f"/p/{i}", digest="d", obj={"metadata": {"resourceVersion": "1"}})
+        versions.observed(f"/p/{i}", {"metadata": {"resourceVersion": "1"}, "big": "x"},
+                          now=100.0)
+    assert len(versions) == 5
+    assert versions.unchanged("/p/0", digest="d", now=101.0) is None  # forgotten read
+    assert versions.unchanged("/p/4", digest="d", now=101.0) is not None

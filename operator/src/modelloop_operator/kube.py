@@ -84,13 +84,15 @@ def manifest_digest(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+CONFIRMATIONS_LIMIT: Final = 512
+"""Reads kept to vouch for an apply (each holds a whole object body, and is worth
+something for APPLY_CONFIRMATION_SECONDS only): a few per reconcile in flight."""
+
+
 @dataclass
 class _Applied:
     digest: str
     resource_version: str
-    confirmed_at: float | None = None
-    confirmed: Object | None = None
-    """The read that showed the object unchanged (what a skipped apply returns)."""
 
 
 class AppliedVersions:
@@ -109,9 +111,16 @@ class AppliedVersions:
     before. A confirmation is used up by the apply it allows.
     """
 
-    def __init__(self, *, limit: int = APPLIED_VERSIONS_LIMIT) -> None:
+    def __init__(self, *, limit: int = APPLIED_VERSIONS_LIMIT,
+                 confirmations: int = CONFIRMATIONS_LIMIT) -> None:
         self._entries: OrderedDict[str, _Applied] = OrderedDict()
         self._limit = limit
+        # path -> (when, the read): the read that showed the object unchanged, which is
+        # what a skipped apply returns. Kept apart and bounded: a body read but never
+        # followed by an apply (a Job whose manifest hash already matched) used to stay
+        # for as long as its entry (peak RSS, bench/operator_scale.py).
+        self._confirmed: OrderedDict[str, tuple[float, Object]] = OrderedDict()
+        self._confirmations = confirmations
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -124,6 +133,7 @@ class AppliedVersions:
             return
         self._entries[path] = _Applied(digest=digest, resource_version=version)
         self._entries.move_to_end(path)
+        self._confirmed.pop(path, None)
         while len(self._entries) > self._limit:
             self._entries.popitem(last=False)
 
@@ -134,26 +144,30 @@ class AppliedVersions:
             return
         if obj is not None and obj.get("metadata", {}).get("resourceVersion") \
                 == entry.resource_version:
-            entry.confirmed_at, entry.confirmed = now, obj
+            self._confirmed[path] = (now, obj)
+            self._confirmed.move_to_end(path)
+            while len(self._confirmed) > self._confirmations:
+                self._confirmed.popitem(last=False)
         else:
             del self._entries[path]
+            self._confirmed.pop(path, None)
 
     def unchanged(self, path: str, *, digest: str, now: float) -> Object | None:
         """The object as the confirming read saw it, when applying ``digest`` to ``path``
         now would be a no-op; else None. Consumes the confirmation either way."""
         entry = self._entries.get(path)
-        if entry is None:
+        confirmation = self._confirmed.pop(path, None)
+        if entry is None or confirmation is None:
             return None
-        confirmed_at, obj = entry.confirmed_at, entry.confirmed
-        entry.confirmed_at, entry.confirmed = None, None
-        if (entry.digest == digest and confirmed_at is not None
-                and now - confirmed_at <= APPLY_CONFIRMATION_SECONDS):
+        confirmed_at, obj = confirmation
+        if entry.digest == digest and now - confirmed_at <= APPLY_CONFIRMATION_SECONDS:
             return obj
         return None
 
     def forget(self, path: str) -> None:
         """We changed or deleted ``path`` some other way."""
         self._entries.pop(path, None)
+        self._confirmed.pop(path, None)
 
 
 @dataclass(frozen=True)
