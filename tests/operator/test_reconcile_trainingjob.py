@@ -116,6 +116,10 @@ async def test_the_end_is_sticky_even_when_the_children_vanish(
     job = kube.stored(JOBS, NS, "bbc-a1")
     assert job is not None and job["spec"]["ttlSecondsAfterFinished"] == 60
     assert kube.stored(SERVICES, NS, "bbc") is None
+    # The end is sticky: what follows (pod events, the TTL) reads no pods.
+    kube.reads.clear()
+    await reconcile(runtime)
+    assert ("pods", "") not in kube.reads
     # The TTL controller deletes the Job; later reconciles must not bring it back.
     del kube.objects[("jobs", NS, "bbc-a1")]
     kube.writes.clear()

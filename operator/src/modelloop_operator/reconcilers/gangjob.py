@@ -192,7 +192,8 @@ async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangReques
     The attempt's Job is read by its deterministic name: listing the namespace's Jobs on
     every reconcile made a burst of N jobs cost O(N^2) on the API server (the benchmark
     saw list requests time out at 500). Older attempts are listed only when there can be
-    any (a retried or finished job), pods only when :func:`pods_matter`.
+    any (a retried or finished job), pods only when :func:`pods_matter` and the job has
+    not finished yet.
     """
     ns, name = request.namespace, request.name
     owned = {lbl.MANAGED_BY: lbl.MANAGED_BY_VALUE, kind.owner_label: name}
@@ -210,7 +211,11 @@ async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangReques
                       if controlled_by(j, request.uid)
                       and j["metadata"]["name"] != current_name)
     pods: list[Object] = []
-    if current is not None and pods_matter(current, num_nodes=request.num_nodes):
+    # A finished job's status is sticky: nothing its pods say can change it, so the
+    # events that follow the end (the pods', the TTL's) cost no pod list.
+    finished = record.phase is not None and record.phase.is_terminal
+    if current is not None and not finished and pods_matter(current,
+                                                          num_nodes=request.num_nodes):
         pods = await kube.list(resource=PODS, namespace=ns,
                                labels={**owned, lbl.ATTEMPT: str(attempt)})
     # A single node needs no rendezvous (rank 0 is local): no Service to read or write.
