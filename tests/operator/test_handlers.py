@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from typing import Any, cast
 
 import kopf
@@ -11,12 +12,19 @@ import pytest
 from modelloop_operator import handlers
 from modelloop_operator.builders.labels import MODEL_DEPLOYMENT, OPTIMIZATION_JOB, TRAINING_JOB
 from modelloop_operator.config import OperatorConfig
-from modelloop_operator.errors import ForbiddenError, KubeError, UnprocessableError
+from modelloop_operator.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidSpecError,
+    KubeError,
+    UnprocessableError,
+    WaitingError,
+)
 from modelloop_operator.handlers import (
     FINISHED_TRAINING_JOBS,
     MODEL_DEPLOYMENTS_BY_SOURCE,
     OPTIMIZATION_JOBS_BY_SOURCE,
-    RECONCILE_SLOTS,
+    RECONCILE_RUNNER,
     _pod_ended_or_disrupted,
     _unfinished,
     build_registry,
@@ -33,6 +41,13 @@ from modelloop_operator.reconcilers.optimizationjob import (
 )
 from modelloop_operator.reconcilers.runtime import Runtime
 from modelloop_operator.reconcilers.trainingjob import TRAINING_JOBS
+from modelloop_operator.runner import (
+    API_RETRY_SECONDS,
+    ERROR_RETRY_SECONDS,
+    FORBIDDEN_RETRY_SECONDS,
+    ReconcileRunner,
+    retry_delay,
+)
 from modelloop_operator.slots import ReconcileSlots
 
 from .memory_kube import MemoryKube
@@ -149,6 +164,7 @@ async def test_a_training_job_event_wakes_indexed_deployments_and_its_retrain_ow
     fn = cast(Any, handler.fn)  # kopf passes many more keywords; the handler reads these
     await fn(namespace="team", name="tj-1", labels={MODEL_DEPLOYMENT: "md-owner"},
              memo=memo, **{MODEL_DEPLOYMENTS_BY_SOURCE: index})
+    await handlers._runner(memo).drain()  # source events reconcile in the background
     assert woken == [("md-a", "source"), ("md-z", "source"), ("md-owner", "source")]
 
 
@@ -195,6 +211,7 @@ async def test_a_listed_job_of_a_finished_training_job_is_skipped_and_a_change_i
     for owner, event_type in (("done", None), ("done", "MODIFIED"), ("running", None)):
         await fn(namespace="team", labels={TRAINING_JOB: owner}, memo=memo,
                  type=event_type, **finished)
+    await handlers._runner(memo).drain()
     assert woken == [("done", "job"), ("running", "job")]
 
 
@@ -211,7 +228,7 @@ async def test_reconciles_beyond_the_bound_wait_their_turn_in_order() -> None:
         await asyncio.sleep(0.01)
         running -= 1
     memo = no_api_memo()
-    memo[RECONCILE_SLOTS] = ReconcileSlots(2)
+    memo[RECONCILE_RUNNER] = ReconcileRunner(runtime=memo["runtime"], slots=ReconcileSlots(2))
     names = [f"obj-{i}" for i in range(6)]
     await asyncio.gather(*(handlers._guarded(reconcile, memo=memo, namespace="team", name=n,
                                              trigger="create") for n in names))
@@ -228,7 +245,7 @@ async def test_first_reconciles_go_before_child_events_and_a_queued_object_skips
         if name == "busy":
             await gate.wait()
     memo = no_api_memo()
-    memo[RECONCILE_SLOTS] = ReconcileSlots(1)
+    memo[RECONCILE_RUNNER] = ReconcileRunner(runtime=memo["runtime"], slots=ReconcileSlots(1))
 
     def guarded(name: str, trigger: str) -> Any:
         return asyncio.create_task(handlers._guarded(reconcile, memo=memo, namespace="team",
@@ -241,6 +258,7 @@ async def test_first_reconciles_go_before_child_events_and_a_queued_object_skips
     await asyncio.sleep(0)
     gate.set()
     await asyncio.gather(busy, *queued)
+    await handlers._runner(memo).drain()
     # "old" had a job-event reconcile queued: its pod event and timer tick were dropped
     # (that reconcile reads everything when it starts), but not the more urgent update;
     # the timer tick of the running "busy" was dropped too.
@@ -266,12 +284,58 @@ async def test_api_refusals_map_to_kopf_retries_or_permanent_failures(
     async def reconcile(**_: Any) -> None:
         raise error
     memo = no_api_memo()
-    with pytest.raises(expected) as raised:
+    with pytest.raises(expected) as raised:  # the object's own change: kopf retries
         await handlers._guarded(reconcile, memo=memo, namespace="team", name="x",
-                                trigger="test")
+                                trigger="create")
     if delay is not None:
         assert isinstance(raised.value, kopf.TemporaryError)
         assert raised.value.delay == delay
+
+
+@pytest.mark.parametrize(("error", "delay"), [
+    (ForbiddenError("create Job team/x: forbidden (403)", status=403),
+     FORBIDDEN_RETRY_SECONDS),
+    (KubeError("throttled (429)", status=429), API_RETRY_SECONDS),
+    (KubeError("API server unreachable", status=0), API_RETRY_SECONDS),
+    (WaitingError("waiting for the source", delay=7), 7.0),
+    (UnprocessableError("bad (422)", status=422), None),
+    (InvalidSpecError("spec.x: bad"), None),
+    (RuntimeError("a bug"), ERROR_RETRY_SECONDS),
+])
+def test_background_failures_map_to_the_retry_delays_kopf_would_use(
+        error: Exception, delay: float | None) -> None:
+    assert retry_delay(error) == delay
+
+
+async def test_a_child_event_returns_at_once_and_its_reconcile_retries_by_itself(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="modelloop_operator.runner")
+    calls: list[str] = []
+
+    async def reconcile(*, name: str, **_: Any) -> None:
+        calls.append(name)
+        if name == "conflict" and calls.count(name) < 3:
+            raise ConflictError("changed (409)", status=409)
+        if name == "waiting" and calls.count(name) < 2:
+            raise WaitingError("source not ready", delay=0.05)
+        if name == "invalid":
+            raise InvalidSpecError("spec.x: bad")
+    memo = no_api_memo()
+    runner = handlers._runner(memo)
+    for name in ("conflict", "waiting", "invalid"):
+        await handlers._guarded(reconcile, memo=memo, namespace="team", name=name,
+                                trigger="job")
+    assert calls == [] and runner.in_flight == 3  # queued, not run in the handler
+    await runner.drain()
+    assert calls.count("conflict") == 3 and calls.count("invalid") == 1
+    assert calls.count("waiting") == 1
+    await asyncio.sleep(0.2)  # the retry of "waiting" is submitted after its delay
+    await runner.drain()
+    assert calls.count("waiting") == 2 and calls.count("invalid") == 1
+    assert "source not ready; retrying in 0.05 s" in caplog.text
+    assert "spec.x: bad; not retried" in caplog.text
+    await runner.close()
+    assert not runner.submit(reconcile, namespace="team", name="late", trigger="job")
 
 
 def test_gang_children_are_watched_by_owner_label_and_pods_only_when_they_end() -> None:

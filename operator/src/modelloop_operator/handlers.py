@@ -29,7 +29,7 @@ import kopf
 
 from .builders.labels import MODEL_DEPLOYMENT, OPTIMIZATION_JOB, TRAINING_JOB
 from .config import OperatorConfig
-from .errors import ConflictError, ForbiddenError, InvalidSpecError, KubeError, WaitingError
+from .errors import ForbiddenError, InvalidSpecError, KubeError, WaitingError
 from .kopf_settings import apply_kopf_settings
 from .kube import KubeClient, Resource, load_credentials
 from .metrics import OperatorMetrics
@@ -46,15 +46,16 @@ from .reconcilers.optimizationjob import (
 )
 from .reconcilers.runtime import Runtime
 from .reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
-from .slots import ReconcileSlots, priority_of
+from .runner import (
+    API_RETRY_SECONDS,
+    FORBIDDEN_RETRY_SECONDS,
+    Reconcile,
+    ReconcileRunner,
+)
+from .slots import Priority, ReconcileSlots, priority_of
 from .status import queued_status
 
 logger = logging.getLogger(__name__)
-
-CONFLICT_RETRIES: Final = 3
-"""A 409 on status means the object changed under us (often kopf's own annotation
-write): re-read and reconcile again at once instead of waiting for the next event."""
-
 
 SourceKey = tuple[str, str, str]
 """(namespace, kind, name) of a TrainingJob or OptimizationJob that objects take their
@@ -137,62 +138,48 @@ def _runtime(memo: kopf.Memo) -> Runtime:
     return runtime
 
 
-Reconcile = Callable[..., Awaitable[object]]
-
-FORBIDDEN_RETRY_SECONDS: Final = 30
-"""Delay before retrying a reconcile the API server refused with 403."""
-
-RECONCILE_SLOTS: Final = "reconcile_slots"
-"""memo key of the :class:`ReconcileSlots` bounding concurrent reconciles
-(max_concurrent_reconciles), most urgent first."""
-
+RECONCILE_RUNNER: Final = "reconcile_runner"
+"""memo key of the :class:`ReconcileRunner` (made by the startup handler)."""
 
 UNSTARTED_SLOTS: Final = 1024
 
 
-def _slots(memo: kopf.Memo) -> ReconcileSlots:
-    slots = memo.get(RECONCILE_SLOTS)
-    if not isinstance(slots, ReconcileSlots):  # only before startup ran (unit tests)
-        slots = memo[RECONCILE_SLOTS] = ReconcileSlots(UNSTARTED_SLOTS)
-    return slots
+def _runner(memo: kopf.Memo) -> ReconcileRunner:
+    runner = memo.get(RECONCILE_RUNNER)
+    if not isinstance(runner, ReconcileRunner):  # only before startup ran (unit tests)
+        runner = memo[RECONCILE_RUNNER] = ReconcileRunner(
+            runtime=_runtime(memo), slots=ReconcileSlots(UNSTARTED_SLOTS))
+    return runner
 
 
 async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | None,
                    name: str | None, trigger: str) -> None:
-    """Run one reconcile when a slot is free (most urgent first, :mod:`.slots`), retrying
-    conflicts at once, and translate our errors into kopf's: permanent for invalid specs,
-    temporary with a delay while waiting or after a retryable API error."""
+    """Reconcile one object through the runner (:mod:`.runner`, :mod:`.slots`).
+
+    The object's own change (create, update, resume) is reconciled here and our errors
+    become kopf's (permanent for an invalid spec, temporary with a delay while waiting or
+    after a retryable API error), so kopf retries the handler. Anything else (a child, a
+    source, the resync) is queued in the background and the handler returns at once,
+    freeing its event."""
     if not namespace or not name:
         return
-    slots = _slots(memo)
-    key, priority = (reconcile, namespace, name), priority_of(trigger)
-    if slots.queued(key, priority) or (trigger == "timer" and slots.pending(key)):
-        return  # a reconcile of this object is already on its way: it reads everything
-    runtime = _runtime(memo)
+    runner = _runner(memo)
+    if priority_of(trigger) is not Priority.FIRST:
+        runner.submit(reconcile, namespace=namespace, name=name, trigger=trigger)
+        return
     try:
-        # Wait for a slot without a deadline: only requests actually sent are timed.
-        async with slots.hold(key, priority):
-            for attempt in range(CONFLICT_RETRIES):
-                try:
-                    await reconcile(runtime=runtime, namespace=namespace, name=name,
-                                    trigger=trigger)
-                    return
-                except ConflictError:
-                    if attempt == CONFLICT_RETRIES - 1:
-                        raise
+        await runner.run(reconcile, namespace=namespace, name=name, trigger=trigger)
     except InvalidSpecError as exc:
         raise kopf.PermanentError(str(exc)) from exc
     except WaitingError as exc:
         raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
     except ForbiddenError as exc:
-        # RBAC is fixed without restarting the operator, and an API server that has just
-        # restarted refuses requests until its authorizer caches are synced: retry, slowly.
-        raise kopf.TemporaryError(f"{exc}; retrying in {FORBIDDEN_RETRY_SECONDS} s (check "
+        raise kopf.TemporaryError(f"{exc}; retrying in {FORBIDDEN_RETRY_SECONDS:g} s (check "
                                   "the operator's RBAC if this repeats)",
                                   delay=FORBIDDEN_RETRY_SECONDS) from exc
     except KubeError as exc:
         if exc.retryable:
-            raise kopf.TemporaryError(str(exc), delay=5) from exc
+            raise kopf.TemporaryError(str(exc), delay=API_RETRY_SECONDS) from exc
         raise kopf.PermanentError(str(exc)) from exc
 
 
@@ -287,9 +274,11 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
         metrics = OperatorMetrics()
         if config.metrics_port:
             metrics.serve(port=config.metrics_port)
-        memo[RECONCILE_SLOTS] = ReconcileSlots(config.max_concurrent_reconciles)
-        memo["runtime"] = Runtime(config=config, kube=await KubeClient.connect(),
-                                  metrics=metrics)
+        runtime = Runtime(config=config, metrics=metrics,
+                          kube=await KubeClient.connect(connections=config.api_connections))
+        memo["runtime"] = runtime
+        memo[RECONCILE_RUNNER] = ReconcileRunner(
+            runtime=runtime, slots=ReconcileSlots(config.max_concurrent_reconciles))
 
     @kopf.on.login(id="login", registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -303,6 +292,9 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        runner = memo.get(RECONCILE_RUNNER)
+        if isinstance(runner, ReconcileRunner):
+            await runner.close()
         runtime = memo.get("runtime")
         if isinstance(runtime, Runtime):
             await runtime.kube.close()

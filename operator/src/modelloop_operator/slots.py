@@ -78,12 +78,24 @@ class ReconcileSlots:
         urgent one (it has not started: it will see everything a new trigger saw)."""
         return any(self._queued[(key, p)] > 0 for p in Priority if p <= priority)
 
+    def enter(self, key: Hashable, priority: Priority) -> None:
+        """Count a reconcile of ``key`` as queued from now on (before its task even
+        starts), so that :meth:`queued` sees it at once; :meth:`entered` then waits for
+        its slot."""
+        self._pending[key] += 1
+        self._queued[(key, priority)] += 1
+
     @asynccontextmanager
     async def hold(self, key: Hashable, priority: Priority) -> AsyncIterator[None]:
         """Wait for a slot (most urgent first), run the body, give the slot back."""
-        self._pending[key] += 1
+        self.enter(key, priority)
+        async with self.entered(key, priority):
+            yield
+
+    @asynccontextmanager
+    async def entered(self, key: Hashable, priority: Priority) -> AsyncIterator[None]:
+        """:meth:`hold` for a reconcile already counted by :meth:`enter`."""
         try:
-            self._queued[(key, priority)] += 1
             try:
                 await self._acquire(priority)
             finally:
