@@ -150,3 +150,14 @@ def test_the_kubeconfig_proxy_wins() -> None:
 ])
 def test_no_proxy_rules(no_proxy: str, host: str, port: int | None, covered: bool) -> None:
     assert no_proxy_covers(no_proxy, host=host, port=port) is covered
+
+
+async def test_connections_are_bounded_as_configured(server: tuple[Recorder, str]) -> None:
+    _, host = server
+    transport = ApiTransport(configuration=configuration(host), request_timeout=10,
+                             connections=3)
+    try:
+        assert transport._session.connector is not None
+        assert transport._session.connector.limit == 3
+    finally:
+        await transport.close()

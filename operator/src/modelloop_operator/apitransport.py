@@ -109,6 +109,7 @@ class ApiTransport:
     """Requests to one API server with one connection pool."""
 
     def __init__(self, *, configuration: client.Configuration, request_timeout: float,
+                 connections: int | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
         self._configuration = configuration
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
@@ -117,7 +118,7 @@ class ApiTransport:
         self._server_hostname = configuration.tls_server_name or None
         is_https = self._base.startswith("https")
         connector = aiohttp.TCPConnector(
-            limit=int(configuration.connection_pool_maxsize or 100),
+            limit=connections or int(configuration.connection_pool_maxsize or 100),
             ssl=ssl_context(configuration) if is_https else False)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
                                               read_bufsize=READ_BUFFER_BYTES)

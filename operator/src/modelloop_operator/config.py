@@ -61,11 +61,19 @@ class OperatorConfig(BaseSettings):
     net for missed watch events and the clock for deadlines."""
 
     max_concurrent_reconciles: Annotated[int, Field(ge=1, le=10_000)] = 32
-    """Reconciles running at once; the others wait their turn, in arrival order. Without
+    """Reconciles running at once; the others wait their turn, most urgent first. Without
     a bound, a burst of new objects (or every resync timer firing together) queues every
     reconcile's request in the HTTP client at once, where they time out (30 s) before
     they are even sent, are retried, and the operator falls further behind
     (bench/operator_scale.py). Raise it for an API server with cores to spare."""
+
+    api_connections: Annotated[int, Field(ge=1, le=1_000)] = 24
+    """HTTP connections the operator's own client keeps to the API server (kopf's watches
+    have their own). Each TLS connection costs about half a MiB of memory; with 100 (the
+    client library's default), 1,500 new objects opened all of them and the operator's
+    peak memory grew by a third, for no gain: requests beyond the connections wait
+    briefly for one, and the API server is the bottleneck either way
+    (bench/operator_scale.py)."""
 
     default_cpu: str = "1"
     """CPU request and limit per job pod when the spec names none."""

@@ -287,10 +287,12 @@ class KubeClient:
         """Applies not sent because they could not change anything (for tests, metrics)."""
 
     @classmethod
-    async def connect(cls) -> KubeClient:
-        """A client with the credentials of :func:`load_configuration`."""
+    async def connect(cls, *, connections: int | None = None) -> KubeClient:
+        """A client with the credentials of :func:`load_configuration`, keeping at most
+        ``connections`` HTTP connections (the client library's default: 100)."""
         return cls(transport=ApiTransport(configuration=await load_configuration(),
-                                          request_timeout=REQUEST_TIMEOUT_SECONDS))
+                                          request_timeout=REQUEST_TIMEOUT_SECONDS,
+                                          connections=connections))
 
     async def close(self) -> None:
         """Release the HTTP connection pool."""
