@@ -23,7 +23,7 @@ def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("MODELLOOP_API_CONNECTIONS", "8")
     config = OperatorConfig()
     assert config.api_connections == 8 and OperatorConfig.model_fields[
-        "api_connections"].default == 24
+        "api_connections"].default == 32
     assert config.namespaces == ("team-a", "team-b") and not config.clusterwide
     assert config.trainer_image == "registry/trainer:9"
     assert config.peering_name == "modelloop" and not config.standalone

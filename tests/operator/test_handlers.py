@@ -387,3 +387,26 @@ async def test_a_queued_status_that_loses_a_race_is_left_to_the_reconcile() -> N
                                  "trainingjob-queued").fn)
     await fn(body=stale, type="ADDED", memo=memo)  # a 409, swallowed
     assert kube.stored(TRAINING_JOBS, "team", "raced")["status"] == {"phase": "Running"}
+
+
+async def test_a_resume_is_queued_not_awaited_but_still_goes_first() -> None:
+    """At a restart every object resumes at once: their handlers must not each hold an
+    object body while they wait for a slot."""
+    order: list[tuple[str, str]] = []
+    gate = asyncio.Event()
+
+    async def reconcile(*, runtime: Runtime, namespace: str, name: str, trigger: str) -> None:
+        order.append((name, trigger))
+        if name == "busy":
+            await gate.wait()
+    memo = no_api_memo()
+    runner = memo[RECONCILE_RUNNER] = ReconcileRunner(runtime=memo["runtime"],
+                                                     slots=ReconcileSlots(1))
+    for name, trigger in (("busy", "resume"), ("child", "job"), ("resumed", "resume")):
+        await handlers._guarded(reconcile, memo=memo, namespace="team", name=name,
+                                trigger=trigger)
+        await asyncio.sleep(0)  # let its task reach the slots
+    assert runner.in_flight == 3  # every handler returned at once
+    gate.set()
+    await runner.drain()
+    assert order == [("busy", "resume"), ("resumed", "resume"), ("child", "job")]

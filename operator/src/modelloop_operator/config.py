@@ -67,7 +67,7 @@ class OperatorConfig(BaseSettings):
     they are even sent, are retried, and the operator falls further behind
     (bench/operator_scale.py). Raise it for an API server with cores to spare."""
 
-    api_connections: Annotated[int, Field(ge=1, le=1_000)] = 24
+    api_connections: Annotated[int, Field(ge=1, le=1_000)] = 32
     """HTTP connections the operator's own client keeps to the API server (kopf's watches
     have their own). Each TLS connection costs about half a MiB of memory; with 100 (the
     client library's default), 1,500 new objects opened all of them and the operator's
