@@ -150,6 +150,33 @@ async def children(api: Any) -> dict[str, Any]:
             "ownersWithSeveralDeployments": sum(1 for n in per_md.values() if n > 1)}
 
 
+REQUEST_LINE = re.compile(r'^apiserver_request_total\{(.*)\} (\S+)$')
+
+
+def apiserver_requests(plane: ControlPlane) -> Counter[str]:
+    """``apiserver_request_total`` summed by ``verb resource[/subresource]``: everything
+    the API server has served so far, from every client."""
+    text = plane.kubectl("get", "--raw", "/metrics").stdout
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        match = REQUEST_LINE.match(line)
+        if match:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            what = labels.get("resource", "") + (f"/{labels['subresource']}"
+                                                 if labels.get("subresource") else "")
+            counts[f"{labels.get('verb', '')} {what}"] += int(float(match.group(2)))
+    return counts
+
+
+def requests_between(before: Counter[str], after: Counter[str],
+                     per: int) -> dict[str, Any]:
+    """Requests served between two snapshots, by verb and resource, and per object."""
+    delta = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
+    total = sum(delta.values())
+    return {"total": total, "perObject": round(total / max(per, 1), 1),
+            "byVerbAndResource": dict(sorted(delta.items(), key=lambda kv: -kv[1]))}
+
+
 def _seconds(start: float, end: float | None) -> float | None:
     return round(end - start, 2) if end is not None else None
 
@@ -170,10 +197,11 @@ async def wait_for_metrics(operator: RunningOperator, done: Any, within: float) 
     return None
 
 
-async def restart(api: Any, operator: RunningOperator, *, tjs: int, mdeps: int,
-                  within: float) -> dict[str, Any]:
+async def restart(api: Any, plane: ControlPlane, operator: RunningOperator, *, tjs: int,
+                  mdeps: int, within: float) -> dict[str, Any]:
     """SIGKILL, start again, time the re-observation of everything and the quiet after."""
     before = await children(api)
+    requests_before = await asyncio.to_thread(apiserver_requests, plane)
     operator.kill()
     started = time.perf_counter()
     operator.start(timeout=within)
@@ -199,6 +227,9 @@ async def restart(api: Any, operator: RunningOperator, *, tjs: int, mdeps: int,
             break
         await asyncio.sleep(0.5)
     after = await children(api)
+    requests = requests_between(requests_before,
+                                await asyncio.to_thread(apiserver_requests, plane),
+                                per=tjs + mdeps)
     assert operator.component is not None
     counts = reconcile_counts(operator)
     return {
@@ -208,6 +239,7 @@ async def restart(api: Any, operator: RunningOperator, *, tjs: int, mdeps: int,
         "reconcilesByTrigger": {f"{k}/{t}": int(v) for (k, t), v in sorted(counts.items())},
         "childrenBefore": before, "childrenAfter": after,
         "childrenUnchanged": before == after,
+        "apiserverRequests": requests,
         "operatorPeakRssMiB": peak_rss_mib(operator.component.pid),
         "operatorCpuSeconds": cpu_seconds(operator.component.pid),
     }
@@ -227,6 +259,7 @@ async def measure(plane: ControlPlane, operator: RunningOperator, *, tjs: int, m
         operator.start()
         assert operator.component is not None
         cpu_at_start = cpu_seconds(operator.component.pid)
+        requests_at_start = await asyncio.to_thread(apiserver_requests, plane)
         customs = client.CustomObjectsApi(api)
         stop = asyncio.Event()
         tj_status: dict[str, float] = {}
@@ -288,6 +321,9 @@ async def measure(plane: ControlPlane, operator: RunningOperator, *, tjs: int, m
         complete = await wait_until(converged, within, watchers, every=0.5)
         all_done = time.perf_counter()
         await stop_watchers(stop, watchers)
+        requests = requests_between(requests_at_start,
+                                    await asyncio.to_thread(apiserver_requests, plane),
+                                    per=tjs + mdeps)
         first = {
             "allConverged": complete,
             "createBurstSeconds": round(create_seconds, 2),
@@ -309,10 +345,13 @@ async def measure(plane: ControlPlane, operator: RunningOperator, *, tjs: int, m
             "operatorCpuSeconds": round(cpu_seconds(operator.component.pid) - cpu_at_start, 2),
             "reconcilesByTrigger": {f"{k}/{t}": int(v) for (k, t), v in
                                     sorted(reconcile_counts(operator).items())},
+            # Every client's requests (the operator's, the controllers', kwok's, these
+            # watches): the API server's CPU, not the operator's, bounds this machine.
+            "apiserverRequests": requests,
         }
         first_load = load.report()
         load.samples.clear()
-        restarted = await restart(api, operator, tjs=tjs, mdeps=mdeps, within=within)
+        restarted = await restart(api, plane, operator, tjs=tjs, mdeps=mdeps, within=within)
     sampler.cancel()
     return {"run": {**first, "loadAverage1m": first_load},
             "restart": {**restarted, "loadAverage1m": load.report()},
@@ -359,7 +398,8 @@ def main() -> int:
           f"{md['createToFirstStatusSeconds']['p50']}/{md['createToFirstStatusSeconds']['p99']}s, "
           f"create->children p99 TJ {tj['createToJobSeconds']['p99']}s MDEP "
           f"{md['createToChildrenSeconds']['p99']}s, all done {run['allDoneSeconds']}s, "
-          f"peak RSS {run['operatorPeakRssMiB']} MiB, CPU {run['operatorCpuSeconds']}s; "
+          f"peak RSS {run['operatorPeakRssMiB']} MiB, CPU {run['operatorCpuSeconds']}s, "
+          f"API requests/object {run['apiserverRequests']['perObject']}; "
           f"restart: all resumed {again['toAllResumedSeconds']}s, quiet "
           f"{again['toQuietSeconds']}s, children unchanged {again['childrenUnchanged']}; "
           f"load {run['loadAverage1m']['mean']}/{again['loadAverage1m']['mean']} "
