@@ -235,17 +235,28 @@ async def test_reconciles_beyond_the_bound_wait_their_turn_in_order() -> None:
     assert peak == 2 and order == names
 
 
+class GatedReconcile:
+    """A reconcile that records its calls; the object named "busy" holds its slot until
+    ``gate`` is set. With a runner of one slot in ``memo``."""
+
+    def __init__(self) -> None:
+        self.order: list[tuple[str, str]] = []
+        self.gate = asyncio.Event()
+        self.memo = no_api_memo()
+        self.runner = self.memo[RECONCILE_RUNNER] = ReconcileRunner(
+            runtime=self.memo["runtime"], slots=ReconcileSlots(1))
+
+    async def __call__(self, *, runtime: Runtime, namespace: str, name: str,
+                       trigger: str) -> None:
+        self.order.append((name, trigger))
+        if name == "busy":
+            await self.gate.wait()
+
+
 async def test_first_reconciles_go_before_child_events_and_a_queued_object_skips_its_timer(
 ) -> None:
-    order: list[tuple[str, str]] = []
-    gate = asyncio.Event()
-
-    async def reconcile(*, runtime: Runtime, namespace: str, name: str, trigger: str) -> None:
-        order.append((name, trigger))
-        if name == "busy":
-            await gate.wait()
-    memo = no_api_memo()
-    memo[RECONCILE_RUNNER] = ReconcileRunner(runtime=memo["runtime"], slots=ReconcileSlots(1))
+    reconcile = GatedReconcile()
+    memo, order, gate = reconcile.memo, reconcile.order, reconcile.gate
 
     def guarded(name: str, trigger: str) -> Any:
         return asyncio.create_task(handlers._guarded(reconcile, memo=memo, namespace="team",
@@ -273,7 +284,7 @@ def test_the_bound_is_a_setting() -> None:
 
 @pytest.mark.parametrize(("error", "expected", "delay"), [
     (ForbiddenError("create Job team/x: forbidden (403)", status=403), kopf.TemporaryError,
-     handlers.FORBIDDEN_RETRY_SECONDS),
+     FORBIDDEN_RETRY_SECONDS),
     (KubeError("throttled (429)", status=429), kopf.TemporaryError, 5),
     (UnprocessableError("bad (422)", status=422), kopf.PermanentError, None),
 ])
@@ -386,22 +397,16 @@ async def test_a_queued_status_that_loses_a_race_is_left_to_the_reconcile() -> N
     fn = cast(Any, watch_handler(build_registry(config=OperatorConfig()),
                                  "trainingjob-queued").fn)
     await fn(body=stale, type="ADDED", memo=memo)  # a 409, swallowed
-    assert kube.stored(TRAINING_JOBS, "team", "raced")["status"] == {"phase": "Running"}
+    stored = kube.stored(TRAINING_JOBS, "team", "raced")
+    assert stored is not None and stored["status"] == {"phase": "Running"}
 
 
 async def test_a_resume_is_queued_not_awaited_but_still_goes_first() -> None:
     """At a restart every object resumes at once: their handlers must not each hold an
     object body while they wait for a slot."""
-    order: list[tuple[str, str]] = []
-    gate = asyncio.Event()
-
-    async def reconcile(*, runtime: Runtime, namespace: str, name: str, trigger: str) -> None:
-        order.append((name, trigger))
-        if name == "busy":
-            await gate.wait()
-    memo = no_api_memo()
-    runner = memo[RECONCILE_RUNNER] = ReconcileRunner(runtime=memo["runtime"],
-                                                     slots=ReconcileSlots(1))
+    reconcile = GatedReconcile()
+    memo, order, gate, runner = reconcile.memo, reconcile.order, reconcile.gate, \
+        reconcile.runner
     for name, trigger in (("busy", "resume"), ("child", "job"), ("resumed", "resume")):
         await handlers._guarded(reconcile, memo=memo, namespace="team", name=name,
                                 trigger=trigger)
