@@ -24,6 +24,7 @@ from modelloop_operator.handlers import (
     FINISHED_TRAINING_JOBS,
     MODEL_DEPLOYMENTS_BY_SOURCE,
     OPTIMIZATION_JOBS_BY_SOURCE,
+    QUEUED_STATUS_CLIENT,
     RECONCILE_RUNNER,
     _pod_ended_or_disrupted,
     _unfinished,
@@ -363,7 +364,7 @@ def test_gang_children_are_watched_by_owner_label_and_pods_only_when_they_end() 
 async def test_a_new_object_gets_a_queued_status_at_once_and_only_once(kind: str) -> None:
     kube = MemoryKube()
     memo = kopf.Memo()
-    memo["runtime"] = Runtime(config=OperatorConfig(), kube=kube, metrics=OperatorMetrics())
+    memo[QUEUED_STATUS_CLIENT] = kube
     resource = {"trainingjob": TRAINING_JOBS, "optimizationjob": OPTIMIZATION_JOBS,
                 "modeldeployment": MODEL_DEPLOYMENTS}[kind]
     stored = kube.put(resource, {"metadata": {"name": "new", "namespace": "team"},
@@ -389,7 +390,7 @@ async def test_a_new_object_gets_a_queued_status_at_once_and_only_once(kind: str
 async def test_a_queued_status_that_loses_a_race_is_left_to_the_reconcile() -> None:
     kube = MemoryKube()
     memo = kopf.Memo()
-    memo["runtime"] = Runtime(config=OperatorConfig(), kube=kube, metrics=OperatorMetrics())
+    memo[QUEUED_STATUS_CLIENT] = kube
     stale = copy.deepcopy(kube.put(TRAINING_JOBS, {"metadata": {"name": "raced",
                                                                 "namespace": "team"}}))
     kube.put(TRAINING_JOBS, {"metadata": {"name": "raced", "namespace": "team"},

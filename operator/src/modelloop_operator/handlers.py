@@ -47,12 +47,7 @@ from .reconcilers.optimizationjob import (
 )
 from .reconcilers.runtime import Runtime
 from .reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
-from .runner import (
-    API_RETRY_SECONDS,
-    FORBIDDEN_RETRY_SECONDS,
-    Reconcile,
-    ReconcileRunner,
-)
+from .runner import Reconcile, ReconcileRunner, retry_delay
 from .slots import ReconcileSlots
 from .status import queued_status
 
@@ -176,18 +171,15 @@ async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | No
         return
     try:
         await runner.run(reconcile, namespace=namespace, name=name, trigger=trigger)
-    except InvalidSpecError as exc:
-        raise kopf.PermanentError(str(exc)) from exc
-    except WaitingError as exc:
-        raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
-    except ForbiddenError as exc:
-        raise kopf.TemporaryError(f"{exc}; retrying in {FORBIDDEN_RETRY_SECONDS:g} s (check "
-                                  "the operator's RBAC if this repeats)",
-                                  delay=FORBIDDEN_RETRY_SECONDS) from exc
-    except KubeError as exc:
-        if exc.retryable:
-            raise kopf.TemporaryError(str(exc), delay=API_RETRY_SECONDS) from exc
-        raise kopf.PermanentError(str(exc)) from exc
+    except (InvalidSpecError, WaitingError, KubeError) as exc:
+        # The background reconciles' retry policy (runner.retry_delay), carried out by kopf.
+        delay = retry_delay(exc)
+        if delay is None:
+            raise kopf.PermanentError(str(exc)) from exc
+        message = str(exc)
+        if isinstance(exc, ForbiddenError):
+            message += f"; retrying in {delay:g} s (check the operator's RBAC if this repeats)"
+        raise kopf.TemporaryError(message, delay=delay) from exc
 
 
 async def _reconcile_training_job(*, memo: kopf.Memo, namespace: str | None, name: str | None,
@@ -257,8 +249,6 @@ def register_queued_status(*, registry: kopf.OperatorRegistry, kind: str,
         if type == "DELETED" or body.get("status") or meta.get("deletionTimestamp"):
             return
         kube = memo.get(QUEUED_STATUS_CLIENT)
-        if kube is None and isinstance(memo.get("runtime"), Runtime):
-            kube = memo["runtime"].kube  # before startup made the client (unit tests)
         if not isinstance(kube, KubeClient) or not meta.get("resourceVersion"):
             return
         try:
