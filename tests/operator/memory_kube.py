@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from modelloop_operator.errors import ConflictError, NotFoundError
+from modelloop_operator.errors import ConflictError, NotFoundError, UnprocessableError
 from modelloop_operator.kube import KubeClient, Object, Propagation, Resource
 
 Key = tuple[str, str | None, str]
@@ -34,6 +34,9 @@ class MemoryKube(KubeClient):
         self.writes: list[tuple[str, str, str]] = []
         self.reads: list[tuple[str, str]] = []
         """(plural, name) of every get, (plural, "") of every list."""
+        self.refused: dict[str, str] = {}
+        """plural -> message: applies of that kind are refused with 422 (an admission
+        policy, say) and not recorded; clear it to lift the policy."""
         self.events: list[tuple[str, str]] = []
         self._versions = itertools.count(1)
 
@@ -65,6 +68,8 @@ class MemoryKube(KubeClient):
 
     async def apply(self, *, resource: Resource, manifest: Mapping[str, Any],
                     force: bool = True) -> Object:
+        if resource.plural in self.refused:
+            raise UnprocessableError(self.refused[resource.plural], status=422)
         meta = manifest["metadata"]
         self.writes.append(("apply", resource.plural, meta["name"]))
         current = self.objects.get((resource.plural, meta.get("namespace"), meta["name"]))

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from modelloop_operator.config import OperatorConfig
-from modelloop_operator.errors import UnprocessableError
 from modelloop_operator.kube import SERVICES
 from modelloop_operator.metrics import OperatorMetrics
 from modelloop_operator.reconcilers.modeldeployment import (
@@ -96,17 +95,10 @@ async def test_a_deleted_autoscaler_is_recreated_but_a_newly_requested_one_is_no
 
 
 async def test_a_child_the_api_server_refuses_fails_the_deployment_with_its_words(
-        runtime: Runtime, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch) -> None:
+        runtime: Runtime, kube: MemoryKube) -> None:
     """A Deployment refused with 422 (an admission policy, a validation the schema cannot
     express) shows in status, and the next pass after the cause is gone recovers."""
-    original = kube.apply
-
-    async def refuse_deployments(**kwargs: Any) -> Any:
-        if kwargs["resource"] is DEPLOYMENTS:
-            raise UnprocessableError("apply Deployment team-a/bbc: denied by policy (422)",
-                                     status=422)
-        return await original(**kwargs)
-    monkeypatch.setattr(kube, "apply", refuse_deployments)
+    kube.refused[DEPLOYMENTS.plural] = "apply Deployment team-a/bbc: denied by policy (422)"
     create(kube)
     await reconcile(runtime)
     stored = kube.stored(MODEL_DEPLOYMENTS, NS, NAME)
@@ -116,7 +108,7 @@ async def test_a_child_the_api_server_refuses_fails_the_deployment_with_its_word
                for c in stored["status"]["conditions"])
     assert kube.stored(DEPLOYMENTS, NS, NAME) is None
 
-    monkeypatch.setattr(kube, "apply", original)  # the policy is lifted
+    kube.refused.clear()  # the policy is lifted
     await reconcile(runtime)
     stored = kube.stored(MODEL_DEPLOYMENTS, NS, NAME)
     assert stored is not None and stored["status"]["phase"] != "Failed"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from modelloop_operator.config import OperatorConfig
-from modelloop_operator.errors import KubeError, UnprocessableError, WaitingError
+from modelloop_operator.errors import KubeError, WaitingError
 from modelloop_operator.kube import JOBS, PODS, SERVICES
 from modelloop_operator.metrics import OperatorMetrics
 from modelloop_operator.reconcilers.gangjob import pods_matter
@@ -303,19 +303,12 @@ async def test_a_deleted_rendezvous_service_is_recreated_while_the_job_runs(
 
 
 async def test_a_job_refused_on_creation_says_why_in_status_and_is_retried(
-        runtime: Runtime, kube: MemoryKube, monkeypatch: pytest.MonkeyPatch) -> None:
+        runtime: Runtime, kube: MemoryKube) -> None:
     """A 422 on creation (an admission policy, a validation the schema cannot express) is
     not mistaken for the immutable template of an existing Job: nothing is patched, the
     API server's words reach status (ChildRejected), the job keeps its phase and is
     retried, and once the refusal is lifted the same attempt's Job is created."""
-    original = kube.apply
-
-    async def refuse_jobs(**kwargs: Any) -> Any:
-        if kwargs["resource"] is JOBS:
-            raise UnprocessableError("apply Job team-a/bbc-a1: denied by policy (422)",
-                                     status=422)
-        return await original(**kwargs)
-    monkeypatch.setattr(kube, "apply", refuse_jobs)
+    kube.refused[JOBS.plural] = "apply Job team-a/bbc-a1: denied by policy (422)"
     create(kube)
     with pytest.raises(WaitingError, match="denied by policy"):
         await reconcile(runtime)
@@ -326,7 +319,7 @@ async def test_a_job_refused_on_creation_says_why_in_status_and_is_retried(
     assert progressing["status"] == "True" and progressing["reason"] == "ChildRejected"
     assert "denied by policy" in progressing["message"]
 
-    monkeypatch.setattr(kube, "apply", original)  # the policy is lifted
+    kube.refused.clear()  # the policy is lifted
     await reconcile(runtime)
     assert kube.stored(JOBS, NS, "bbc-a1") is not None
     assert status(kube)["attempts"] == 1
