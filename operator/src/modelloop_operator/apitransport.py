@@ -109,12 +109,11 @@ class ApiTransport:
     """Requests to one API server with one connection pool."""
 
     def __init__(self, *, configuration: client.Configuration, request_timeout: float,
-                 connections: int | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 connections: int | None = None) -> None:
         self._configuration = configuration
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._base = str(configuration.host).rstrip("/")
-        self._proxy = proxy_for(self._base, configured=configuration.proxy, environ=environ)
+        self._proxy = proxy_for(self._base, configured=configuration.proxy)
         self._server_hostname = configuration.tls_server_name or None
         is_https = self._base.startswith("https")
         connector = aiohttp.TCPConnector(
@@ -122,11 +121,6 @@ class ApiTransport:
             ssl=ssl_context(configuration) if is_https else False)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
                                               read_bufsize=READ_BUFFER_BYTES)
-
-    @property
-    def proxy(self) -> str | None:
-        """The proxy requests go through (None: direct)."""
-        return self._proxy
 
     async def close(self) -> None:
         """Release the connection pool."""
