@@ -19,17 +19,19 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kubernetes_asyncio import client, config  # noqa: E402
+import aiohttp  # noqa: E402
+from modelloop_operator.apitransport import ssl_context  # noqa: E402
+from modelloop_operator.kubeconfig import Connection, load_kubeconfig  # noqa: E402
 
 from tests.cluster.conftest import CRD_DIR, RunningOperator  # noqa: E402
 from tests.harness.binaries import locate  # noqa: E402
@@ -73,8 +75,7 @@ def machine() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "kopf": metadata.version("kopf"),
-            "kubernetes_asyncio": metadata.version("kubernetes_asyncio")}
+            "kopf": metadata.version("kopf"), "aiohttp": metadata.version("aiohttp")}
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -147,14 +148,61 @@ def bench_cluster(*, namespace: str, prefix: str, operator_env: Mapping[str, str
                 keep_log.write_bytes(operator.log.read_bytes())
 
 
+class ApiError(Exception):
+    """The API server answered a benchmark request with an error."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"{status}: {text[:200]}")
+        self.status = status
+
+
+class BenchApi:
+    """Raw HTTP to the API server for the benchmark's own creates, lists and watches
+    (the operator's kubeconfig loader and TLS settings; bodies stay raw JSON)."""
+
+    def __init__(self, connection: Connection, *, connections: int = 64) -> None:
+        self._connection = connection
+        https = connection.server.startswith("https")
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections,
+                                           ssl=ssl_context(connection) if https else False),
+            trust_env=False, read_bufsize=2**21)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (),
+                      body: Any = None, limit_s: float | None = 120) -> aiohttp.ClientResponse:
+        """The response, body unread (the caller reads or streams it, then releases)."""
+        headers = {"Accept": "application/json"}
+        authorization = await self._connection.authorization.header()
+        if authorization:
+            headers["Authorization"] = authorization
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        return await self._session.request(
+            method, self._connection.server + path, params=list(query), headers=headers,
+            data=None if body is None else json.dumps(body),
+            timeout=aiohttp.ClientTimeout(total=limit_s))
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to the collection at ``path``; an error answer raises."""
+        async with await self.request("POST", path, body=body) as response:
+            text = await response.text()
+            if response.status >= 300:
+                raise ApiError(response.status, text)
+            created: dict[str, Any] = json.loads(text)
+            return created
+
+
 @contextlib.asynccontextmanager
-async def api_client(kubeconfig: Path) -> Any:
-    """A kubernetes_asyncio ApiClient for the admin kubeconfig."""
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-    cfg.connection_pool_maxsize = 64
-    async with client.ApiClient(cfg) as api:
+async def api_client(kubeconfig: Path) -> AsyncIterator[BenchApi]:
+    """A :class:`BenchApi` for the admin kubeconfig."""
+    api = BenchApi(load_kubeconfig([kubeconfig]))
+    try:
         yield api
+    finally:
+        await api.close()
 
 
 def labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
@@ -195,6 +243,7 @@ JOBS = Collection("batch", "v1", "jobs")
 PODS = Collection("", "v1", "pods")
 DEPLOYMENTS = Collection("apps", "v1", "deployments")
 SERVICES = Collection("", "v1", "services")
+EVENTS = Collection("", "v1", "events")
 
 
 def custom(plural: str) -> Collection:
@@ -202,30 +251,28 @@ def custom(plural: str) -> Collection:
     return Collection(GROUP, VERSION, plural)
 
 
-async def _list_raw(api: Any, path: str, **query: Any) -> Any:
-    params = [(k, v) for k, v in query.items() if v is not None]
-    return await api.call_api(path, "GET", query_params=params,
-                              header_params={"Accept": "application/json"},
-                              auth_settings=["BearerToken"], response_types_map={200: "object"},
-                              _return_http_data_only=True, _preload_content=False,
-                              _request_timeout=None if query.get("watch") else 120)
+async def _list_raw(api: BenchApi, path: str, **query: Any) -> aiohttp.ClientResponse:
+    params = [(k, str(v)) for k, v in query.items() if v is not None]
+    return await api.request("GET", path, query=params,
+                             limit_s=None if query.get("watch") else 120)
 
 
-async def list_objects(api: Any, collection: Collection, namespace: str,
+async def list_objects(api: BenchApi, collection: Collection, namespace: str,
                        label_selector: str | None = None) -> list[dict[str, Any]]:
     """Every object of ``collection`` in ``namespace`` (raw JSON)."""
     for _ in range(30):
         response = await _list_raw(api, collection.path(namespace),
                                    labelSelector=label_selector)
-        listed = json.loads(await response.read())
+        async with response:
+            listed = json.loads(await response.read())
         if response.status == 200 and "items" in listed:
             items: list[dict[str, Any]] = listed["items"]
             return items
         await asyncio.sleep(1)  # e.g. 429 while a new resource's storage initializes
-    raise client.ApiException(status=response.status, reason=str(listed)[:200])
+    raise ApiError(response.status, str(listed))
 
 
-async def record_first(api: Any, collection: Collection, namespace: str,
+async def record_first(api: BenchApi, collection: Collection, namespace: str,
                        trackers: Sequence[tuple[Key, dict[str, float]]], stop: asyncio.Event,
                        *, label_selector: str | None = None) -> None:
     """Watch ``collection`` and record, for each tracker, the first time each key shows
@@ -241,9 +288,10 @@ async def record_first(api: Any, collection: Collection, namespace: str,
         try:
             response = await _list_raw(api, collection.path(namespace),
                                        labelSelector=label_selector)
-            listed = json.loads(await response.read())
+            async with response:
+                listed = json.loads(await response.read())
             if response.status != 200 or "items" not in listed:
-                raise client.ApiException(status=response.status, reason=str(listed)[:200])
+                raise ApiError(response.status, str(listed))
             for obj in listed.get("items", []):
                 note(obj)
             version = listed["metadata"]["resourceVersion"]
@@ -258,14 +306,14 @@ async def record_first(api: Any, collection: Collection, namespace: str,
                             continue
                         event = json.loads(line)
                         if event["type"] == "ERROR":
-                            raise client.ApiException(status=410, reason="watch expired")
+                            raise ApiError(410, "watch expired")
                         obj = event["object"]
                         version = obj["metadata"]["resourceVersion"]
                         if event["type"] in ("ADDED", "MODIFIED"):
                             note(obj)
                         if stop.is_set():
                             break
-        except (TimeoutError, client.ApiException, OSError, ValueError):
+        except (TimeoutError, ApiError, aiohttp.ClientError, OSError, ValueError):
             await asyncio.sleep(0.2)
 
 
@@ -322,12 +370,11 @@ def plain_job(name: str, *, namespace: str, node_selector: Mapping[str, str]) ->
                                                            "memory": "16Mi"}}}]}}}}
 
 
-async def job_controller_baseline(api: Any, *, namespace: str, count: int, concurrency: int,
+async def job_controller_baseline(api: BenchApi, *, namespace: str, count: int, concurrency: int,
                                   node_selector: Mapping[str, str],
                                   within: float = 300) -> dict[str, float]:
     """Job -> first pod latency of ``count`` plain Jobs created the same way: the
     built-in controller's reaction on this machine right now."""
-    batch = client.BatchV1Api(api)
     stop = asyncio.Event()
     pod_seen: dict[str, float] = {}
     watcher = asyncio.create_task(record_first(
@@ -335,7 +382,7 @@ async def job_controller_baseline(api: Any, *, namespace: str, count: int, concu
         label_selector="job-name"))
     names = [f"plain-{i:04d}" for i in range(count)]
     created = await create_all(
-        lambda b: batch.create_namespaced_job(namespace, cast(Any, b)),
+        lambda b: api.create(JOBS.path(namespace), b),
         [plain_job(n, namespace=namespace, node_selector=node_selector) for n in names],
         concurrency)
     await wait_until(lambda: len(pod_seen) >= count, within, [watcher])

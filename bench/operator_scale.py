@@ -43,7 +43,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kubernetes_asyncio import client
 from kwok_bench_common import (
     DEPLOYMENTS,
     JOBS,
@@ -260,7 +259,6 @@ async def measure(plane: ControlPlane, operator: RunningOperator, *, tjs: int, m
         assert operator.component is not None
         cpu_at_start = cpu_seconds(operator.component.pid)
         requests_at_start = await asyncio.to_thread(apiserver_requests, plane)
-        customs = client.CustomObjectsApi(api)
         stop = asyncio.Event()
         tj_status: dict[str, float] = {}
         tj_done: dict[str, float] = {}
@@ -304,8 +302,7 @@ async def measure(plane: ControlPlane, operator: RunningOperator, *, tjs: int, m
         plural_of = {body["metadata"]["name"]: plural for plural, body in bodies}
         burst_start = time.perf_counter()
         created = await create_all(
-            lambda b: customs.create_namespaced_custom_object(
-                "modelloop.dev", "v1alpha1", NAMESPACE, plural_of[b["metadata"]["name"]], b),
+            lambda b: api.create(custom(plural_of[b["metadata"]["name"]]).path(NAMESPACE), b),
             [body for _, body in bodies], concurrency)
         create_seconds = time.perf_counter() - burst_start
         tj_created = {n: created[n] for n in tj_names}

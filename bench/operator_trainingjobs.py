@@ -27,7 +27,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kubernetes_asyncio import client
 from kwok_bench_common import (
     JOBS,
     LoadSampler,
@@ -75,7 +74,6 @@ async def measure(kubeconfig: Path, count: int, concurrency: int,
                                                  concurrency=concurrency, node_selector=HOST)
 
         # The operator: TrainingJob -> first status, TrainingJob -> its Job.
-        customs = client.CustomObjectsApi(api)
         stop = asyncio.Event()
         status_seen: dict[str, float] = {}
         job_seen: dict[str, float] = {}
@@ -90,8 +88,7 @@ async def measure(kubeconfig: Path, count: int, concurrency: int,
         names = [f"tj-{i:04d}" for i in range(count)]
         burst_start = time.perf_counter()
         created = await create_all(
-            lambda b: customs.create_namespaced_custom_object(
-                "modelloop.dev", "v1alpha1", NAMESPACE, "trainingjobs", b),
+            lambda b: api.create(custom("trainingjobs").path(NAMESPACE), b),
             [training_job(n) for n in names], concurrency)
         create_seconds = time.perf_counter() - burst_start
         complete = await wait_until(

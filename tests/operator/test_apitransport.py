@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from kubernetes_asyncio import client
 from modelloop_operator.apitransport import ApiTransport, no_proxy_covers, proxy_for
 from modelloop_operator.errors import ConflictError, KubeError, NotFoundError
 from modelloop_operator.kube import APPLY_PATCH, JOBS, KubeClient
+from modelloop_operator.kubeconfig import Connection, NoAuthorization, StaticToken
 
 
 class Recorder:
@@ -44,12 +44,9 @@ async def server() -> AsyncIterator[tuple[Recorder, str]]:
     await runner.cleanup()
 
 
-def configuration(host: str, *, token: str | None = "s3cr3t") -> client.Configuration:
-    conf = client.Configuration(host=host)
-    if token:
-        conf.api_key = {"BearerToken": token}
-        conf.api_key_prefix = {"BearerToken": "Bearer"}
-    return conf
+def configuration(host: str, *, token: str | None = "s3cr3t") -> Connection:
+    return Connection(server=host, authorization=StaticToken(token) if token
+                      else NoAuthorization())
 
 
 async def test_requests_carry_the_token_query_and_body(
@@ -59,7 +56,7 @@ async def test_requests_carry_the_token_query_and_body(
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    kube = KubeClient(transport=ApiTransport(configuration=configuration(host), request_timeout=10))
+    kube = KubeClient(transport=ApiTransport(connection=configuration(host), request_timeout=10))
     try:
         job = {"apiVersion": "batch/v1", "kind": "Job",
                "metadata": {"name": "j", "namespace": "ns"}, "spec": {"note": "\U0001f600"}}
@@ -87,8 +84,8 @@ async def test_errors_are_typed_with_the_servers_message(server: tuple[Recorder,
         (503, b"<html>busy</html>"),
         (200, b"not json"),
     ]
-    kube = KubeClient(transport=ApiTransport(configuration=configuration(host, token=None),
-                                                request_timeout=10))
+    kube = KubeClient(transport=ApiTransport(connection=configuration(host, token=None),
+                                             request_timeout=10))
     try:
         assert await kube.get(resource=JOBS, namespace="ns", name="j") is None
         with pytest.raises(ConflictError, match="the object has been modified"):
@@ -105,8 +102,8 @@ async def test_errors_are_typed_with_the_servers_message(server: tuple[Recorder,
 
 
 async def test_an_unreachable_server_is_a_retryable_error() -> None:
-    kube = KubeClient(transport=ApiTransport(configuration=configuration("http://127.0.0.1:9"),
-                                                request_timeout=10))
+    kube = KubeClient(transport=ApiTransport(connection=configuration("http://127.0.0.1:9"),
+                                             request_timeout=10))
     try:
         with pytest.raises(KubeError, match="API server unreachable") as exc:
             await kube.get(resource=JOBS, namespace="ns", name="j")
@@ -154,10 +151,44 @@ def test_no_proxy_rules(no_proxy: str, host: str, port: int | None, covered: boo
 
 async def test_connections_are_bounded_as_configured(server: tuple[Recorder, str]) -> None:
     _, host = server
-    transport = ApiTransport(configuration=configuration(host), request_timeout=10,
+    transport = ApiTransport(connection=configuration(host), request_timeout=10,
                              connections=3)
     try:
         assert transport._session.connector is not None
         assert transport._session.connector.limit == 3
     finally:
         await transport.close()
+
+
+class RotatingToken:
+    """Credentials that change when told the last ones were refused."""
+
+    def __init__(self) -> None:
+        self.generation = 1
+
+    async def header(self) -> str | None:
+        return f"Bearer token-{self.generation}"
+
+    def invalidate(self) -> None:
+        self.generation += 1
+
+
+async def test_a_401_renews_the_credentials_and_retries_once(
+        server: tuple[Recorder, str]) -> None:
+    recorder, host = server
+    token = RotatingToken()
+    transport = ApiTransport(connection=Connection(server=host, authorization=token),
+                             request_timeout=10)
+    kube = KubeClient(transport=transport)
+    try:
+        recorder.answers = [(401, b'{"message": "Unauthorized"}'), (200, b'{"kind": "Job"}')]
+        assert await kube.get(resource=JOBS, namespace="ns", name="j") == {"kind": "Job"}
+        # Renewed credentials refused as well: the 401 is the answer, no loop.
+        recorder.answers = [(401, b'{"message": "Unauthorized"}')] * 3
+        with pytest.raises(KubeError, match="Unauthorized") as refused:
+            await kube.get(resource=JOBS, namespace="ns", name="j")
+    finally:
+        await kube.close()
+    assert refused.value.status == 401
+    assert [seen["headers"]["Authorization"] for seen in recorder.seen] == [
+        "Bearer token-1", "Bearer token-2", "Bearer token-2", "Bearer token-3"]

@@ -1,5 +1,5 @@
-"""HTTP to the API server: one aiohttp session, TLS and credentials from the client
-configuration, nothing else.
+"""HTTP to the API server: one aiohttp session, TLS and credentials from a
+:class:`~modelloop_operator.kubeconfig.Connection`, nothing else.
 
 kubernetes_asyncio's own request path was the operator's largest CPU cost at scale
 (bench/operator_scale.py, profiled with py-spy at 300 TrainingJobs + 150
@@ -7,8 +7,7 @@ ModelDeployments): its session is built with ``trust_env=True``, so aiohttp re-r
 ``~/.netrc`` and the proxy variables in a worker thread for every request (about a third
 of the operator's samples), and every body goes through its generic model
 (de)serialisation although the operator only ever speaks plain JSON dicts. The
-configuration (kubeconfig parsing, exec plugins, in-cluster token rotation) still comes
-from kubernetes_asyncio; only the transport is ours.
+credentials come from :mod:`modelloop_operator.kubeconfig`.
 
 Proxies are honoured as kubectl does: the kubeconfig's ``proxy-url`` first, else
 ``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` covers the server, decided once.
@@ -25,7 +24,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
-from kubernetes_asyncio import client
+
+from .kubeconfig import Connection
 
 READ_BUFFER_BYTES = 2**21
 """Large objects (etcd allows 1.5 MiB) must fit aiohttp's read buffer."""
@@ -40,12 +40,17 @@ class Response:
     body: bytes
 
 
-def ssl_context(configuration: client.Configuration) -> ssl.SSLContext:
-    """The TLS settings of ``configuration``: its CA, client certificate, verification."""
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
-    if not configuration.verify_ssl:
+DEFAULT_CONNECTIONS = 100
+"""HTTP connections kept when the caller names no limit (aiohttp's default)."""
+
+
+def ssl_context(connection: Connection) -> ssl.SSLContext:
+    """The TLS settings of ``connection``: its CA, client certificate, verification."""
+    context = ssl.create_default_context(cafile=connection.ca_file or None)
+    if connection.client_certificate_file:
+        context.load_cert_chain(connection.client_certificate_file,
+                                keyfile=connection.client_key_file)
+    if connection.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
@@ -108,17 +113,17 @@ def no_proxy_covers(no_proxy: str, *, host: str, port: int | None) -> bool:
 class ApiTransport:
     """Requests to one API server with one connection pool."""
 
-    def __init__(self, *, configuration: client.Configuration, request_timeout: float,
+    def __init__(self, *, connection: Connection, request_timeout: float,
                  connections: int | None = None) -> None:
-        self._configuration = configuration
+        self._authorization = connection.authorization
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
-        self._base = str(configuration.host).rstrip("/")
-        self._proxy = proxy_for(self._base, configured=configuration.proxy)
-        self._server_hostname = configuration.tls_server_name or None
+        self._base = connection.server.rstrip("/")
+        self._proxy = proxy_for(self._base, configured=connection.proxy_url)
+        self._server_hostname = connection.tls_server_name
         is_https = self._base.startswith("https")
         connector = aiohttp.TCPConnector(
-            limit=connections or int(configuration.connection_pool_maxsize or 100),
-            ssl=ssl_context(configuration) if is_https else False)
+            limit=connections or DEFAULT_CONNECTIONS,
+            ssl=ssl_context(connection) if is_https else False)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
                                               read_bufsize=READ_BUFFER_BYTES)
 
@@ -126,28 +131,30 @@ class ApiTransport:
         """Release the connection pool."""
         await self._session.close()
 
-    async def _authorization(self) -> dict[str, str]:
-        # Through the configuration every time: its refresh hook re-reads a rotated
-        # service-account token or re-runs an exec plugin when the old one expires.
-        token = await self._configuration.get_api_key_with_prefix("BearerToken")
-        if token:
-            return {"Authorization": str(token)}
-        if self._configuration.username or self._configuration.password:
-            return {"Authorization": str(self._configuration.get_basic_auth_token())}
-        return {}
 
     async def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (),
                       headers: Mapping[str, str] | None = None,
                       body: bytes | None = None) -> Response:
         """Send one request; HTTP errors are answers (see ``status``), only a failure to
-        talk to the server raises (``aiohttp.ClientError``, ``TimeoutError``)."""
+        talk to the server raises (``aiohttp.ClientError``, ``TimeoutError``,
+        ``CredentialsError``). A 401 makes the credentials fresh (a rotated token file,
+        a plugin's revoked token) and the request is sent once more."""
         url = self._base + path + (f"?{urlencode(query)}" if query else "")
-        all_headers = {**(headers or {}), **await self._authorization()}
         extra: dict[str, Any] = {}
         if self._server_hostname:
             extra["server_hostname"] = self._server_hostname
-        async with self._session.request(
-                method, url, headers=all_headers, data=body, proxy=self._proxy,
-                timeout=self._timeout, **extra) as response:
-            return Response(status=response.status, reason=str(response.reason or ""),
-                            body=await response.read())
+        for attempt in (1, 2):
+            all_headers = dict(headers or {})
+            # Asked every time: a token file is re-read, a plugin's token renewed.
+            authorization = await self._authorization.header()
+            if authorization:
+                all_headers["Authorization"] = authorization
+            async with self._session.request(
+                    method, url, headers=all_headers, data=body, proxy=self._proxy,
+                    timeout=self._timeout, **extra) as response:
+                answer = Response(status=response.status, reason=str(response.reason or ""),
+                                  body=await response.read())
+            if answer.status != 401 or attempt == 2 or not authorization:
+                return answer
+            self._authorization.invalidate()
+        raise AssertionError("unreachable")

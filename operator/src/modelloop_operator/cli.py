@@ -65,9 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(args)
     kopf.configure(verbose=args.verbose, debug=args.debug,
                    log_format=kopf.LogFormat[config.log_format.upper()])
-    if not args.debug:
-        # The client library logs every response body at DEBUG: far too much even for -v.
-        logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     if not (args.verbose or args.debug):
         # kopf says "Handler 'x' succeeded" at INFO for every handler of every event:
         # dozens of lines per object (15,000 for 450 objects in bench/operator_scale.py),

@@ -9,8 +9,11 @@ Three families, because the handlers must react to each differently:
   write, an object owned by someone else). The handler maps it to
   ``kopf.TemporaryError`` with the given delay, so kopf retries without a stack trace.
 * :class:`KubeError` and its subclasses - the API server said no. They are raised only
-  by :mod:`modelloop_operator.kube`, which wraps the client's exceptions exactly once,
-  so callers never import ``kubernetes_asyncio`` to catch them.
+  by :mod:`modelloop_operator.kube`, which wraps each answer exactly once, so callers
+  never deal with HTTP.
+
+:class:`CredentialsError` is apart: the operator cannot find or use its credentials
+(:mod:`modelloop_operator.kubeconfig`), which only a person can fix.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ class WaitingError(OperatorError):
     def __init__(self, message: str, *, delay: float) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class CredentialsError(OperatorError):
+    """No usable way to reach or authenticate to the API server (kubeconfig, service
+    account, exec plugin); the message says what to fix."""
 
 
 class KubeError(OperatorError):

@@ -278,7 +278,8 @@ async def kopf_session(*, connections: int) -> kopf.AiohttpSession:
     info = kopf.ConnectionInfo(
         server=creds.server, ca_path=creds.ca_path, insecure=creds.insecure,
         scheme=creds.scheme, token=creds.token, certificate_path=creds.certificate_path,
-        private_key_path=creds.private_key_path)
+        private_key_path=creds.private_key_path, username=creds.username,
+        password=creds.password)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connections, ssl=info.as_ssl_context()),
         headers=info.as_http_headers(), trust_env=False)

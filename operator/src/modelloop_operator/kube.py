@@ -1,4 +1,4 @@
-"""The operator's one door to the Kubernetes API (kubernetes_asyncio underneath).
+"""The operator's one door to the Kubernetes API.
 
 Every write the reconcilers make goes through here, so three rules hold everywhere:
 
@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
 import socket
 import time
@@ -28,14 +27,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final, Literal
 
 import aiohttp
-from kubernetes_asyncio import client, config
 
 from .apitransport import ApiTransport
 from .errors import ConflictError, ForbiddenError, KubeError, NotFoundError, UnprocessableError
+from .kubeconfig import BasicAuth, Connection, load_connection
 
 logger = logging.getLogger(__name__)
 
@@ -222,28 +220,11 @@ def _wrap(*, status: int, reason: str, body: bytes | str | None, what: str) -> K
     return kinds.get(status, KubeError)(text, status=status, reason=reason)
 
 
-def _kubeconfig_path() -> str | None:
-    """The first file of ``KUBECONFIG``, else ``~/.kube/config`` if present, else None
-    (in a pod: use the service account)."""
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if kubeconfig:
-        return kubeconfig.split(os.pathsep)[0]
-    default = Path("~/.kube/config").expanduser()
-    return str(default) if default.exists() else None
-
-
-async def load_configuration() -> client.Configuration:
-    """Credentials from ``KUBECONFIG`` (or ``~/.kube/config``), else the pod's service
-    account: the same rules as kubectl."""
-    configuration = client.Configuration()
-    kubeconfig = await asyncio.to_thread(_kubeconfig_path)
-    if kubeconfig is not None:
-        await config.load_kube_config(config_file=kubeconfig,
-                                      client_configuration=configuration)
-    else:
-        config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration)
-    return configuration
+async def load_configuration() -> Connection:
+    """Where the API server is and who we are to it: ``KUBECONFIG`` (or
+    ``~/.kube/config``), else the pod's service account, the same rules as kubectl
+    (:mod:`modelloop_operator.kubeconfig`)."""
+    return await asyncio.to_thread(load_connection)
 
 
 @dataclass(frozen=True)
@@ -258,21 +239,29 @@ class Credentials:
     token: str | None
     certificate_path: str | None
     private_key_path: str | None
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(server={self.server!r}, <secrets hidden>)"
 
 
 async def load_credentials() -> Credentials:
-    """The credentials :func:`load_configuration` finds, unpacked (certificates stay in
-    the files the client library wrote; tokens are read through its refresh hook)."""
-    configuration = await load_configuration()
-    header = await configuration.get_api_key_with_prefix("BearerToken")
-    parts = str(header).split(" ", 1) if header else []
-    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (
-        None, parts[0] if parts else None)
+    """The credentials :func:`load_configuration` finds, unpacked: certificates stay in
+    files; a token is what the token file or exec plugin gives right now."""
+    connection = await load_configuration()
+    auth = connection.authorization
+    username = password = scheme = token = None
+    if isinstance(auth, BasicAuth):
+        username, password = auth.username, auth.password
+    else:
+        header = await auth.header()
+        if header:
+            scheme, token = header.split(" ", 1)
     return Credentials(
-        server=str(configuration.host), ca_path=configuration.ssl_ca_cert or None,
-        insecure=not configuration.verify_ssl, scheme=scheme, token=token,
-        certificate_path=configuration.cert_file or None,
-        private_key_path=configuration.key_file or None)
+        server=connection.server, ca_path=connection.ca_file, insecure=connection.insecure,
+        scheme=scheme, token=token, certificate_path=connection.client_certificate_file,
+        private_key_path=connection.client_key_file, username=username, password=password)
 
 
 class KubeClient:
@@ -290,7 +279,7 @@ class KubeClient:
     async def connect(cls, *, connections: int | None = None) -> KubeClient:
         """A client with the credentials of :func:`load_configuration`, keeping at most
         ``connections`` HTTP connections (the client library's default: 100)."""
-        return cls(transport=ApiTransport(configuration=await load_configuration(),
+        return cls(transport=ApiTransport(connection=await load_configuration(),
                                           request_timeout=REQUEST_TIMEOUT_SECONDS,
                                           connections=connections))
 

@@ -1,18 +1,23 @@
 """The runner's only Kubernetes client boundary: JSON in, JSON out.
 
-kubernetes_asyncio does the kubeconfig, TLS and auth work; objects stay plain dicts (no
-model classes) because the runner reads many optional fields and must never crash on a
-field its model version does not know. Every API error surfaces as `KubeError`.
+The operator's kubeconfig loader and TLS settings (modelloop_operator.kubeconfig,
+.apitransport) do the kubeconfig, TLS and auth work over one aiohttp session; objects
+stay plain dicts (no model classes) because the runner reads many optional fields and
+must never crash on a field its model version does not know. Every API error surfaces
+as `KubeError`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from kubernetes_asyncio import client, config
+import aiohttp
+from modelloop_operator.apitransport import ssl_context
+from modelloop_operator.kubeconfig import Connection, load_kubeconfig
 
 Json = dict[str, Any]
 
@@ -32,20 +37,30 @@ class KubeError(Exception):
 class KubeClient:
     """A few verbs over raw API paths."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self._api = api
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        https = connection.server.startswith("https")
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl_context(connection) if https else False),
+            trust_env=False, read_bufsize=2**21)
 
     @classmethod
     async def from_kubeconfig(cls, path: str, context: str | None = None) -> KubeClient:
-        configuration = client.Configuration()
-        await config.load_kube_config(
-            config_file=path, context=context, client_configuration=configuration,
-            persist_config=False,
-        )
-        return cls(client.ApiClient(configuration))
+        return cls(load_kubeconfig([Path(path)], context=context))
 
     async def close(self) -> None:
-        await self._api.close()
+        await self._session.close()
+
+    async def _send(self, method: str, path: str, *, query: list[tuple[str, str]],
+                    headers: dict[str, str], body: Any, limit_s: float,
+                    ) -> aiohttp.ClientResponse:
+        authorization = await self._connection.authorization.header()
+        if authorization:
+            headers = dict(headers, Authorization=authorization)
+        return await self._session.request(
+            method, self._connection.server + path, params=query, headers=headers,
+            data=None if body is None else json.dumps(body),
+            timeout=aiohttp.ClientTimeout(total=limit_s))
 
     async def _call(
         self,
@@ -59,22 +74,14 @@ class KubeClient:
     ) -> Any:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         try:
-            response = await self._api.call_api(
-                path,
-                method,
-                query_params=list((query or {}).items()),
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=limit_s,
-            )
+            response = await self._send(method, path, query=list((query or {}).items()),
+                                        headers=headers, body=body, limit_s=limit_s)
+            try:
+                text = await response.text()
+            finally:
+                response.release()
         except Exception as error:  # aiohttp/ssl errors: no response at all
             raise KubeError(0, f"{method} {path}: {error!r}") from error
-        try:
-            text = await response.text()
-        finally:
-            response.release()
         if not 200 <= response.status <= 299:
             raise KubeError(response.status, f"{method} {path}: {text[:500]}")
         return json.loads(text) if text else None
@@ -112,15 +119,9 @@ class KubeClient:
         """Yields watch events ({"type", "object"}) until the server closes the stream."""
         params = dict(query, watch="true", timeoutSeconds=str(int(limit_s)))
         try:
-            response = await self._api.call_api(
-                path,
-                "GET",
-                query_params=list(params.items()),
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=limit_s + 30,
-            )
+            response = await self._send("GET", path, query=list(params.items()),
+                                        headers={"Accept": "application/json"}, body=None,
+                                        limit_s=limit_s + 30)
         except Exception as error:
             raise KubeError(0, f"watch {path}: {error!r}") from error
         try:
