@@ -38,6 +38,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kwok_bench_common import (
     DEPLOYMENTS,
+    EVENTS,
     JOBS,
     SERVICES,
     LoadSampler,
@@ -196,11 +198,53 @@ async def wait_for_metrics(operator: RunningOperator, done: Any, within: float) 
     return None
 
 
+async def versions(api: Any) -> dict[str, dict[str, str]]:
+    """Each child's spec version: ``generation`` for Jobs and Deployments (a changed spec;
+    a Deployment's status moves its resourceVersion all the time), ``resourceVersion`` for
+    Services (no generation). What a restart must leave alone."""
+    found: dict[str, dict[str, str]] = {}
+    for plural, collection, selector, key in (
+            ("jobs", JOBS, TJ_LABEL, "generation"),
+            ("deployments", DEPLOYMENTS, MDEP_LABEL, "generation"),
+            ("services", SERVICES, f"{MDEP_LABEL},app.kubernetes.io/managed-by",
+             "resourceVersion")):
+        objects = await list_objects(api, collection, NAMESPACE, label_selector=selector)
+        found[plural] = {name_of(o): str(o["metadata"].get(key)) for o in objects}
+    return found
+
+
+async def events_since(api: Any, since: datetime) -> dict[str, int]:
+    """Events recorded in the namespace since ``since``, by who recorded them and why
+    (``component/reason``): who is busy after a restart."""
+    counts: Counter[str] = Counter()
+    for event in await list_objects(api, EVENTS, NAMESPACE):
+        stamp = event.get("lastTimestamp") or event.get("eventTime") or ""
+        try:
+            when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if when >= since:
+            component = (event.get("reportingComponent")
+                         or (event.get("source") or {}).get("component") or "?")
+            counts[f"{component}/{event.get('reason')}"] += int(event.get("count") or 1)
+    return dict(counts.most_common(10))
+
+
+def rewritten(before: Mapping[str, Mapping[str, str]],
+              after: Mapping[str, Mapping[str, str]]) -> dict[str, int]:
+    """Per kind, how many children that existed before got a new spec version."""
+    return {plural: sum(1 for name, version in old.items()
+                        if name in after[plural] and after[plural][name] != version)
+            for plural, old in before.items()}
+
+
 async def restart(api: Any, plane: ControlPlane, operator: RunningOperator, *, tjs: int,
                   mdeps: int, within: float) -> dict[str, Any]:
     """SIGKILL, start again, time the re-observation of everything and the quiet after."""
     before = await children(api)
+    versions_before = await versions(api)
     requests_before = await asyncio.to_thread(apiserver_requests, plane)
+    killed_at = datetime.now(UTC).replace(microsecond=0)
     operator.kill()
     started = time.perf_counter()
     operator.start(timeout=within)
@@ -226,6 +270,7 @@ async def restart(api: Any, plane: ControlPlane, operator: RunningOperator, *, t
             break
         await asyncio.sleep(0.5)
     after = await children(api)
+    changed = rewritten(versions_before, await versions(api))
     requests = requests_between(requests_before,
                                 await asyncio.to_thread(apiserver_requests, plane),
                                 per=tjs + mdeps)
@@ -238,6 +283,8 @@ async def restart(api: Any, plane: ControlPlane, operator: RunningOperator, *, t
         "reconcilesByTrigger": {f"{k}/{t}": int(v) for (k, t), v in sorted(counts.items())},
         "childrenBefore": before, "childrenAfter": after,
         "childrenUnchanged": before == after,
+        "childrenRewritten": changed,
+        "eventsRecorded": await events_since(api, killed_at),
         "apiserverRequests": requests,
         "operatorPeakRssMiB": peak_rss_mib(operator.component.pid),
         "operatorCpuSeconds": cpu_seconds(operator.component.pid),
@@ -398,7 +445,8 @@ def main() -> int:
           f"peak RSS {run['operatorPeakRssMiB']} MiB, CPU {run['operatorCpuSeconds']}s, "
           f"API requests/object {run['apiserverRequests']['perObject']}; "
           f"restart: all resumed {again['toAllResumedSeconds']}s, quiet "
-          f"{again['toQuietSeconds']}s, children unchanged {again['childrenUnchanged']}; "
+          f"{again['toQuietSeconds']}s, peak RSS {again['operatorPeakRssMiB']} MiB, children "
+          f"unchanged {again['childrenUnchanged']} rewritten {again['childrenRewritten']}; "
           f"load {run['loadAverage1m']['mean']}/{again['loadAverage1m']['mean']} "
           f"({os.cpu_count()} cores) -> {out}")
     return 0
