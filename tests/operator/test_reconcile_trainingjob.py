@@ -3,6 +3,8 @@ order, and what it never does (recreate children after the end)."""
 
 from __future__ import annotations
 
+import copy
+
 import json
 from typing import Any
 
@@ -105,6 +107,22 @@ async def test_a_failed_attempt_is_recorded_before_the_next_job_exists(
     assert ("Warning", "Retrying") in kube.events
 
 
+async def test_an_older_attempt_left_behind_is_deleted_when_the_job_ends(
+        runtime: Runtime, kube: MemoryKube) -> None:
+    create(kube, spec={"runPolicy": {"backoffLimit": 1}})
+    await reconcile(runtime)
+    finish_job(kube, "bbc-a1", ok=False, exit_code=1)
+    leftover = copy.deepcopy(kube.objects[("jobs", NS, "bbc-a1")])
+    await reconcile(runtime)
+    # A crash between recording attempt 2 and deleting attempt 1 leaves it behind.
+    kube.objects[("jobs", NS, "bbc-a1")] = leftover
+    finish_job(kube, "bbc-a2", ok=True, message=SUMMARY)
+    await reconcile(runtime)
+    assert status(kube)["phase"] == "Succeeded"
+    assert kube.stored(JOBS, NS, "bbc-a1") is None
+    assert kube.stored(JOBS, NS, "bbc-a2") is not None
+
+
 async def test_the_end_is_sticky_even_when_the_children_vanish(
         runtime: Runtime, kube: MemoryKube) -> None:
     create(kube, spec={"runPolicy": {"ttlSecondsAfterFinished": 60}})
@@ -116,10 +134,11 @@ async def test_the_end_is_sticky_even_when_the_children_vanish(
     job = kube.stored(JOBS, NS, "bbc-a1")
     assert job is not None and job["spec"]["ttlSecondsAfterFinished"] == 60
     assert kube.stored(SERVICES, NS, "bbc") is None
-    # The end is sticky: what follows (pod events, the TTL) reads no pods.
+    # The end is sticky: what follows (pod events, the TTL) reads no pods, and a first
+    # attempt has no older attempts to list (after a restart: one list per finished job).
     kube.reads.clear()
     await reconcile(runtime)
-    assert ("pods", "") not in kube.reads
+    assert ("pods", "") not in kube.reads and ("jobs", "") not in kube.reads
     # The TTL controller deletes the Job; later reconciles must not bring it back.
     del kube.objects[("jobs", NS, "bbc-a1")]
     kube.writes.clear()

@@ -192,8 +192,10 @@ async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangReques
     The attempt's Job is read by its deterministic name: listing the namespace's Jobs on
     every reconcile made a burst of N jobs cost O(N^2) on the API server (the benchmark
     saw list requests time out at 500). Older attempts are listed only when there can be
-    any (a retried or finished job), pods only when :func:`pods_matter` and the job has
-    not finished yet.
+    any: from attempt 2 on (status records an attempt before its Job is created, so a
+    first attempt has no elders, finished or not: after a restart, 1,000 finished jobs
+    listed the namespace's Jobs 1,000 times for nothing). Pods are listed only when
+    :func:`pods_matter` and the job has not finished yet.
     """
     ns, name = request.namespace, request.name
     owned = {lbl.MANAGED_BY: lbl.MANAGED_BY_VALUE, kind.owner_label: name}
@@ -206,7 +208,7 @@ async def take_snapshot(*, kube: KubeClient, kind: GangKind, request: GangReques
         current = None
     stale: tuple[Object, ...] = ()
     record = request.record
-    if attempt > 1 or (record.phase is not None and record.phase.is_terminal):
+    if attempt > 1:
         stale = tuple(j for j in await kube.list(resource=JOBS, namespace=ns, labels=owned)
                       if controlled_by(j, request.uid)
                       and j["metadata"]["name"] != current_name)
