@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -58,7 +59,11 @@ def load_classifier(model_dir: Path, uri: str, label_names: Sequence[str]) -> nn
     """The base encoder with a fresh classification head for `label_names`.
 
     `ignore_mismatched_sizes` lets a classifier trained on other labels be the base: its head
-    is replaced, its encoder kept.
+    is replaced, its encoder kept. The weights are always fp32, whatever the checkpoint
+    stores: transformers 5 loads a checkpoint in its stored dtype by default, and an fp16 or
+    bf16 base would otherwise be fine-tuned with half-precision master weights (AdamW updates
+    below their resolution vanish) and written back in half precision. Mixed precision is the
+    loop's business (autocast), not the weights'.
     """
     manifest = model_dir / "modelloop.json"
     if manifest.is_file() and '"dynamic-int8"' in manifest.read_text():
@@ -71,6 +76,7 @@ def load_classifier(model_dir: Path, uri: str, label_names: Sequence[str]) -> nn
             label2id={name: i for i, name in enumerate(label_names)},
             ignore_mismatched_sizes=True,
             local_files_only=True,
+            dtype=torch.float32,
         )
     except (OSError, ValueError) as exc:
         raise InputError(f"model {uri}: cannot load it for sequence classification: {exc}") from exc
