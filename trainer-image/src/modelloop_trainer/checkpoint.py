@@ -118,7 +118,12 @@ def load_latest_checkpoint(output: Location, fingerprint: dict[str, Any]) -> Che
                 f"({', '.join(differences)}); use a new --output-uri or delete its checkpoints/"
             )
         model_state = load_file(str(local / "model.safetensors"))
-        trainer_state = torch.load(local / "trainer_state.pt", weights_only=True)
+        # Onto the CPU, not the device it was saved from (rank 0's GPU): load_state_dict
+        # moves each tensor to its parameter's device, so every rank takes its own GPU and
+        # a CPU-only machine can read a GPU run's checkpoint.
+        trainer_state = torch.load(
+            local / "trainer_state.pt", map_location="cpu", weights_only=True
+        )
     return Checkpoint(
         step=int(state["step"]),
         model_state=model_state,
