@@ -243,7 +243,6 @@ JOBS = Collection("batch", "v1", "jobs")
 PODS = Collection("", "v1", "pods")
 DEPLOYMENTS = Collection("apps", "v1", "deployments")
 SERVICES = Collection("", "v1", "services")
-EVENTS = Collection("", "v1", "events")
 
 
 def custom(plural: str) -> Collection:

@@ -46,7 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kwok_bench_common import (
     DEPLOYMENTS,
-    EVENTS,
     JOBS,
     SERVICES,
     LoadSampler,
@@ -214,10 +213,12 @@ async def versions(api: Any) -> dict[str, dict[str, str]]:
 
 
 async def events_since(api: Any, since: datetime) -> dict[str, int]:
-    """Events recorded in the namespace since ``since``, by who recorded them and why
-    (``component/reason``): who is busy after a restart."""
+    """Events recorded in any namespace since ``since``, by namespace, who recorded them
+    and why (``namespace/component/reason``): who is busy after a restart."""
+    async with await api.request("GET", "/api/v1/events") as response:
+        listed = json.loads(await response.read())
     counts: Counter[str] = Counter()
-    for event in await list_objects(api, EVENTS, NAMESPACE):
+    for event in listed.get("items", []):
         stamp = event.get("lastTimestamp") or event.get("eventTime") or ""
         try:
             when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
@@ -226,7 +227,8 @@ async def events_since(api: Any, since: datetime) -> dict[str, int]:
         if when >= since:
             component = (event.get("reportingComponent")
                          or (event.get("source") or {}).get("component") or "?")
-            counts[f"{component}/{event.get('reason')}"] += int(event.get("count") or 1)
+            namespace = event["metadata"].get("namespace", "")
+            counts[f"{namespace}/{component}/{event.get('reason')}"] += 1
     return dict(counts.most_common(10))
 
 
