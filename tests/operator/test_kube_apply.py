@@ -13,6 +13,7 @@ import pytest
 from modelloop_operator.errors import KubeError, NotFoundError
 from modelloop_operator.kube import (
     APPLY_CONFIRMATION_SECONDS,
+    FIELD_MANAGER,
     SERVICES,
     AppliedVersions,
     KubeClient,
@@ -34,9 +35,15 @@ class FakeServer(KubeClient):
         self._versions = itertools.count(1)
         self.fail_next = False
 
-    def touch(self, path: str) -> None:
-        """Another writer changes the object (a controller, a user)."""
-        self.objects[path]["metadata"]["resourceVersion"] = str(next(self._versions))
+    def touch(self, path: str, *, ours: bool = True) -> None:
+        """Another writer changes the object (a controller, a user): a field we set, or
+        (``ours=False``) only something of its own."""
+        obj = self.objects[path]
+        if ours:
+            obj["spec"]["selector"] = {"changed": "by someone"}
+        else:
+            obj["metadata"].setdefault("annotations", {})["theirs"] = "x"
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
 
     async def _request(self, method: str, path: str, *, what: str,
                        query: list[tuple[str, str]] | None = None, body: Any = None,
@@ -58,6 +65,9 @@ class FakeServer(KubeClient):
             version = old["metadata"]["resourceVersion"] if same and old else \
                 str(next(self._versions))
             obj["metadata"]["resourceVersion"] = version
+            obj["metadata"]["managedFields"] = [{
+                "manager": dict(query or [])["fieldManager"], "operation": "Apply",
+                "fieldsType": "FieldsV1", "fieldsV1": fields_v1(body)}]
             self.objects[path] = obj
             return copy.deepcopy(obj)
         if method == "DELETE":
@@ -67,6 +77,12 @@ class FakeServer(KubeClient):
             self.touch(path.removesuffix("/status"))
             return copy.deepcopy(self.objects[path.removesuffix("/status")])
         raise AssertionError(method)
+
+
+def fields_v1(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The map fields of ``manifest`` as the API server records an apply's ownership."""
+    return {f"f:{key}": fields_v1(value) if isinstance(value, Mapping) else {}
+            for key, value in manifest.items() if key not in ("apiVersion", "kind")}
 
 
 def applies(server: FakeServer) -> int:
@@ -103,6 +119,15 @@ async def test_a_change_by_anyone_else_makes_the_apply_go_out() -> None:
     server.touch(PATH)
     await read_then_apply(server)
     assert applies(server) == 2 and server.skipped_applies == 0
+    assert server.objects[PATH]["spec"] == MANIFEST["spec"]
+
+
+async def test_a_change_to_fields_not_ours_needs_no_apply() -> None:
+    server = FakeServer()
+    await read_then_apply(server)
+    server.touch(PATH, ours=False)  # a new resourceVersion, our fields as we left them
+    await read_then_apply(server)
+    assert applies(server) == 1 and server.skipped_applies == 1
 
 
 async def test_without_a_read_since_the_last_apply_the_apply_goes_out() -> None:
@@ -148,15 +173,15 @@ async def test_a_failed_apply_is_not_remembered() -> None:
     changed = {**MANIFEST, "spec": {"selector": {"app": "y"}}}
     with pytest.raises(KubeError):
         await server.apply(resource=SERVICES, manifest=changed)
-    await read_then_apply(server, MANIFEST)
-    assert applies(server) == 3  # the original manifest goes out again after the failure
+    await read_then_apply(server, changed)
+    assert applies(server) == 3  # the failed manifest goes out again: nothing vouches for it
 
 
 def test_a_stale_confirmation_does_not_count() -> None:
     versions = AppliedVersions()
     versions.applied(PATH, digest="d", obj={"metadata": {"resourceVersion": "5"}})
     versions.observed(PATH, {"metadata": {"resourceVersion": "5"}}, now=100.0)
-    assert versions.unchanged(PATH, digest="d",
+    assert versions.unchanged(PATH, digest="d", manifest=MANIFEST, manager=FIELD_MANAGER,
                               now=100.0 + APPLY_CONFIRMATION_SECONDS + 1) is None
 
 
@@ -176,5 +201,37 @@ def test_reads_kept_to_vouch_for_an_apply_are_bounded() -> None:
         versions.observed(f"/p/{i}", {"metadata": {"resourceVersion": "1"}, "big": "x"},
                           now=100.0)
     assert len(versions) == 5
-    assert versions.unchanged("/p/0", digest="d", now=101.0) is None  # forgotten read
-    assert versions.unchanged("/p/4", digest="d", now=101.0) is not None
+    def unchanged(path: str) -> object:
+        return versions.unchanged(path, digest="d", manifest=MANIFEST, manager=FIELD_MANAGER,
+                                  now=101.0)
+    assert unchanged("/p/0") is None  # forgotten read
+    assert unchanged("/p/4") is not None
+
+
+async def test_a_restarted_client_skips_an_apply_the_object_already_shows() -> None:
+    server = FakeServer()
+    await read_then_apply(server)
+    restarted = FakeServer()  # a new process: nothing remembered
+    restarted.objects = server.objects
+    await read_then_apply(restarted)
+    assert applies(restarted) == 0 and restarted.skipped_applies == 1
+    # ...and then remembers it, so the next pass skips on the resourceVersion alone.
+    await read_then_apply(restarted)
+    assert applies(restarted) == 0 and restarted.skipped_applies == 2
+
+
+async def test_a_restarted_client_applies_what_others_changed_or_we_dropped() -> None:
+    server = FakeServer()
+    await read_then_apply(server)
+    server.objects[PATH]["spec"]["selector"] = {"app": "edited"}
+    restarted = FakeServer()
+    restarted.objects = server.objects
+    await read_then_apply(restarted)
+    assert applies(restarted) == 1
+    assert restarted.objects[PATH]["spec"] == MANIFEST["spec"]
+    # A manifest that no longer sets a field we applied: the apply removes it.
+    smaller = {**MANIFEST, "spec": {}}
+    again = FakeServer()
+    again.objects = restarted.objects
+    await read_then_apply(again, smaller)
+    assert applies(again) == 1

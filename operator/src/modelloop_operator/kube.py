@@ -32,6 +32,7 @@ from typing import Any, Final, Literal
 import aiohttp
 
 from .apitransport import ApiTransport
+from .applycheck import already_applied
 from .errors import ConflictError, ForbiddenError, KubeError, NotFoundError, UnprocessableError
 from .kubeconfig import BasicAuth, Connection, load_connection
 
@@ -106,17 +107,19 @@ class AppliedVersions:
     :data:`APPLY_CONFIRMATION_SECONDS` ago returned exactly the ``resourceVersion`` our
     last apply of the same manifest produced. Any other writer (a user, a controller
     updating status, defaulting) bumps the ``resourceVersion`` and the apply goes out as
-    before. A confirmation is used up by the apply it allows.
+    before. With no apply remembered (after a restart), the read itself must show the
+    manifest applied by us (:mod:`modelloop_operator.applycheck`). A read is used up by
+    the apply it allows.
     """
 
     def __init__(self, *, limit: int = APPLIED_VERSIONS_LIMIT,
                  confirmations: int = CONFIRMATIONS_LIMIT) -> None:
         self._entries: OrderedDict[str, _Applied] = OrderedDict()
         self._limit = limit
-        # path -> (when, the read): the read that showed the object unchanged, which is
-        # what a skipped apply returns. Kept apart and bounded: a body read but never
-        # followed by an apply (a Job whose manifest hash already matched) used to stay
-        # for as long as its entry (peak RSS, bench/operator_scale.py).
+        # path -> (when, the read): the latest read, which is what a skipped apply
+        # returns. Kept apart and bounded: a body read but never followed by an apply (a
+        # Job whose manifest hash already matched) used to stay for as long as its entry
+        # (peak RSS, bench/operator_scale.py).
         self._confirmed: OrderedDict[str, tuple[float, Object]] = OrderedDict()
         self._confirmations = confirmations
 
@@ -138,27 +141,39 @@ class AppliedVersions:
     def observed(self, path: str, obj: Object | None, *, now: float) -> None:
         """A read of ``path`` returned ``obj`` (None: it does not exist)."""
         entry = self._entries.get(path)
-        if entry is None:
+        if obj is None:
+            self.forget(path)
             return
-        if obj is not None and obj.get("metadata", {}).get("resourceVersion") \
-                == entry.resource_version:
-            self._confirmed[path] = (now, obj)
-            self._confirmed.move_to_end(path)
-            while len(self._confirmed) > self._confirmations:
-                self._confirmed.popitem(last=False)
-        else:
+        if entry is not None and obj.get("metadata", {}).get("resourceVersion") \
+                != entry.resource_version:
             del self._entries[path]
-            self._confirmed.pop(path, None)
+        self._confirmed[path] = (now, obj)
+        self._confirmed.move_to_end(path)
+        while len(self._confirmed) > self._confirmations:
+            self._confirmed.popitem(last=False)
 
-    def unchanged(self, path: str, *, digest: str, now: float) -> Object | None:
-        """The object as the confirming read saw it, when applying ``digest`` to ``path``
-        now would be a no-op; else None. Consumes the confirmation either way."""
-        entry = self._entries.get(path)
+    def unchanged(self, path: str, *, digest: str, manifest: Mapping[str, Any],
+                  manager: str, now: float) -> Object | None:
+        """The object as the confirming read saw it, when applying ``manifest`` (whose
+        digest is ``digest``) to ``path`` now would be a no-op; else None. Consumes the
+        read either way.
+
+        A no-op when the read shows exactly the ``resourceVersion`` our last apply of
+        the same manifest produced, or, with nothing remembered (a restarted process, a
+        manifest that changed back), when the object itself shows the manifest applied
+        by ``manager`` (:func:`~modelloop_operator.applycheck.already_applied`)."""
         confirmation = self._confirmed.pop(path, None)
-        if entry is None or confirmation is None:
+        if confirmation is None:
             return None
         confirmed_at, obj = confirmation
-        if entry.digest == digest and now - confirmed_at <= APPLY_CONFIRMATION_SECONDS:
+        if now - confirmed_at > APPLY_CONFIRMATION_SECONDS:
+            return None
+        entry = self._entries.get(path)
+        if entry is not None and entry.digest == digest and entry.resource_version == \
+                obj.get("metadata", {}).get("resourceVersion"):
+            return obj
+        if already_applied(manifest, obj, manager=manager):
+            self.applied(path, digest=digest, obj=obj)
             return obj
         return None
 
@@ -346,7 +361,9 @@ class KubeClient:
         meta = manifest["metadata"]
         path = resource.path(namespace=meta.get("namespace"), name=meta["name"])
         digest = f"{force}:{manifest_digest(manifest)}"
-        current = self.applied_versions.unchanged(path, digest=digest, now=time.monotonic())
+        current = self.applied_versions.unchanged(path, digest=digest, manifest=manifest,
+                                                  manager=self._field_manager,
+                                                  now=time.monotonic())
         if current is not None:
             self.skipped_applies += 1
             return dict(current)
