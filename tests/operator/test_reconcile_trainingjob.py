@@ -4,7 +4,6 @@ order, and what it never does (recreate children after the end)."""
 from __future__ import annotations
 
 import copy
-
 import json
 from typing import Any
 
