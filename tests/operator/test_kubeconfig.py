@@ -275,3 +275,10 @@ async def test_kopf_logs_in_with_basic_auth_too(tmp_path: Path,
     creds = await load_credentials()
     assert (creds.username, creds.password, creds.token) == ("me", "pw", None)
     assert "pw" not in repr(creds)
+
+
+def test_reading_the_kubeconfig_again_writes_no_new_files(tmp_path: Path) -> None:
+    path = kubeconfig(tmp_path / "config", cluster={
+        "server": "https://x", "certificate-authority-data": base64.b64encode(b"CA2").decode()})
+    first, second = load_kubeconfig([path]), load_kubeconfig([path])
+    assert first.ca_file is not None and first.ca_file == second.ca_file

@@ -442,8 +442,10 @@ def _private_dir() -> str:
     return directory
 
 
+@functools.cache
 def _private_file(content: bytes) -> str:
-    """``content`` in a new file only this user can read (mkstemp: 0600)."""
+    """``content`` in a file only this user can read (mkstemp: 0600); one file per
+    content, however often the kubeconfig is read (every login of kopf's)."""
     handle, name = tempfile.mkstemp(dir=_private_dir())
     with os.fdopen(handle, "wb") as out:
         out.write(content)
