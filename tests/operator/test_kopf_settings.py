@@ -6,7 +6,7 @@ import logging
 
 import kopf
 from modelloop_operator.config import OperatorConfig
-from modelloop_operator.kopf_settings import apply_kopf_settings
+from modelloop_operator.kopf_settings import LIST_CHUNK_SIZE, apply_kopf_settings
 
 
 def configured(**config: object) -> kopf.OperatorSettings:
@@ -31,6 +31,7 @@ def test_watches_time_out_on_both_sides_and_back_off() -> None:
     assert settings.watching.client_timeout == 150
     assert settings.watching.connect_timeout is not None
     assert settings.watching.reconnect_backoff >= 1
+    assert settings.watching.chunk_size == LIST_CHUNK_SIZE  # listings come in pages
 
 
 def test_a_silently_dead_watch_is_reconnected_long_before_the_client_timeout() -> None:
@@ -47,7 +48,11 @@ def test_children_are_filtered_on_the_server() -> None:
     selectors = configured().watching.label_selectors
     # Jobs and pods (TrainingJob, OptimizationJob), Deployments (ModelDeployment).
     assert len(list(selectors)) == 3
-    assert set(selectors.values()) == {"app.kubernetes.io/managed-by=modelloop"}
+    managed = "app.kubernetes.io/managed-by=modelloop"
+    assert selectors["batch", "v1", "jobs"] == selectors["apps", "v1", "deployments"] == managed
+    # Pods of training and optimization Jobs only: serving pods are read, not watched.
+    assert selectors["v1", "pods"] == \
+        f"{managed},app.kubernetes.io/component in (training,optimization)"
 
 
 def test_only_warnings_become_kopf_events() -> None:

@@ -13,6 +13,8 @@ from typing import Final
 
 import kopf
 
+from .builders import labels as lbl
+from .builders import optimization, training
 from .builders.labels import MANAGED_SELECTOR
 from .config import OperatorConfig
 
@@ -22,6 +24,15 @@ COMPONENT: Final = "modelloop-operator"
 WATCH_INACTIVITY_TIMEOUT: Final = 70.0
 """Seconds of silence (not even a bookmark, sent every minute) before a watch is
 considered dead and reconnected."""
+
+JOB_PODS_SELECTOR: Final = (f"{MANAGED_SELECTOR},{lbl.COMPONENT} in "
+                            f"({training.COMPONENT},{optimization.COMPONENT})")
+"""The pods the operator watches: those of its training and optimization Jobs. Serving
+pods are read when a ModelDeployment is reconciled, never watched: a busy service's
+replicas would otherwise send every status change to the operator for nothing."""
+
+LIST_CHUNK_SIZE: Final = 100
+"""Objects per page of the listing that precedes each watch (``limit``/``continue``)."""
 
 
 def apply_kopf_settings(*, settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -53,8 +64,13 @@ def apply_kopf_settings(*, settings: kopf.OperatorSettings, config: OperatorConf
     # Children are watched only if they are ours: filter on the server, not in Python
     # (a cluster has far more pods than we manage).
     settings.watching.label_selectors["batch", "v1", "jobs"] = MANAGED_SELECTOR
-    settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = JOB_PODS_SELECTOR
     settings.watching.label_selectors["apps", "v1", "deployments"] = MANAGED_SELECTOR
+    # The listing before each watch comes in pages: unpaged, a restart next to 1,000
+    # TrainingJobs held every Job, pod and object of every watched kind in memory at
+    # once (bench/operator_scale.py). kopf hands each page to its workers before asking
+    # for the next.
+    settings.watching.chunk_size = LIST_CHUNK_SIZE
 
     # Events: the reconcilers post their own for every transition; kopf posts only
     # warnings and errors from handlers (e.g. a retry after an API failure).
