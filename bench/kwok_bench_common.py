@@ -56,8 +56,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
-    """p50, p99, mean and count, rounded to milliseconds."""
-    return {"p50": round(percentile(values, 0.5), 3), "p99": round(percentile(values, 0.99), 3),
+    """p50, p90, p99, max, mean and count, rounded to milliseconds (p90 and max tell a
+    tail of a few slow objects from a slow whole)."""
+    return {"p50": round(percentile(values, 0.5), 3), "p90": round(percentile(values, 0.9), 3),
+            "p99": round(percentile(values, 0.99), 3),
+            "max": round(max(values), 3) if values else float("nan"),
             "mean": round(statistics.fmean(values), 3) if values else float("nan"),
             "count": len(values)}
 
