@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-from modelloop_operator.apitransport import ssl_context  # noqa: E402
+from modelloop_operator.apitransport import ApiTransport  # noqa: E402
 from modelloop_operator.kubeconfig import Connection, load_kubeconfig  # noqa: E402
 
 from tests.cluster.conftest import CRD_DIR, RunningOperator  # noqa: E402
@@ -161,32 +161,25 @@ class ApiError(Exception):
 
 class BenchApi:
     """Raw HTTP to the API server for the benchmark's own creates, lists and watches
-    (the operator's kubeconfig loader and TLS settings; bodies stay raw JSON)."""
+    (the operator's kubeconfig loader and HTTP transport; bodies stay raw JSON)."""
 
     def __init__(self, connection: Connection, *, connections: int = 64) -> None:
-        self._connection = connection
-        https = connection.server.startswith("https")
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections,
-                                           ssl=ssl_context(connection) if https else False),
-            trust_env=False, read_bufsize=2**21)
+        self._transport = ApiTransport(connection=connection, request_timeout=120,
+                                       connections=connections)
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._transport.close()
 
     async def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (),
                       body: Any = None, limit_s: float | None = 120) -> aiohttp.ClientResponse:
         """The response, body unread (the caller reads or streams it, then releases)."""
         headers = {"Accept": "application/json"}
-        authorization = await self._connection.authorization.header()
-        if authorization:
-            headers["Authorization"] = authorization
         if body is not None:
             headers["Content-Type"] = "application/json"
-        return await self._session.request(
-            method, self._connection.server + path, params=list(query), headers=headers,
-            data=None if body is None else json.dumps(body),
-            timeout=aiohttp.ClientTimeout(total=limit_s))
+        return await self._transport.open(
+            method, path, query=query, headers=headers,
+            body=None if body is None else json.dumps(body).encode(),
+            limit=aiohttp.ClientTimeout(total=limit_s))
 
     async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``body`` to the collection at ``path``; an error answer raises."""

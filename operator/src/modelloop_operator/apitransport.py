@@ -131,14 +131,15 @@ class ApiTransport:
         """Release the connection pool."""
         await self._session.close()
 
-
-    async def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (),
-                      headers: Mapping[str, str] | None = None,
-                      body: bytes | None = None) -> Response:
-        """Send one request; HTTP errors are answers (see ``status``), only a failure to
-        talk to the server raises (``aiohttp.ClientError``, ``TimeoutError``,
-        ``CredentialsError``). A 401 makes the credentials fresh (a rotated token file,
-        a plugin's revoked token) and the request is sent once more."""
+    async def open(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (),
+                   headers: Mapping[str, str] | None = None, body: bytes | None = None,
+                   limit: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientResponse:
+        """Send one request and return the response with its body unread: the caller
+        reads or streams it (a watch) and releases it (``async with``). HTTP errors are
+        answers; only a failure to talk to the server raises (``aiohttp.ClientError``,
+        ``TimeoutError``, ``CredentialsError``). A 401 makes the credentials fresh (a
+        rotated token file, a plugin's revoked token) and the request is sent once more.
+        ``limit`` replaces the transport's request timeout for this request."""
         url = self._base + path + (f"?{urlencode(query)}" if query else "")
         extra: dict[str, Any] = {}
         if self._server_hostname:
@@ -149,12 +150,20 @@ class ApiTransport:
             authorization = await self._authorization.header()
             if authorization:
                 all_headers["Authorization"] = authorization
-            async with self._session.request(
-                    method, url, headers=all_headers, data=body, proxy=self._proxy,
-                    timeout=self._timeout, **extra) as response:
-                answer = Response(status=response.status, reason=str(response.reason or ""),
-                                  body=await response.read())
-            if answer.status != 401 or attempt == 2 or not authorization:
-                return answer
+            response = await self._session.request(
+                method, url, headers=all_headers, data=body, proxy=self._proxy,
+                timeout=self._timeout if limit is None else limit, **extra)
+            if response.status != 401 or attempt == 2 or not authorization:
+                return response
+            response.release()
             self._authorization.invalidate()
         raise AssertionError("unreachable")
+
+    async def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (),
+                      headers: Mapping[str, str] | None = None,
+                      body: bytes | None = None) -> Response:
+        """:meth:`open`, the body read whole."""
+        async with await self.open(method, path, query=query, headers=headers,
+                                   body=body) as response:
+            return Response(status=response.status, reason=str(response.reason or ""),
+                            body=await response.read())

@@ -1,7 +1,7 @@
 """The runner's only Kubernetes client boundary: JSON in, JSON out.
 
-The operator's kubeconfig loader and TLS settings (modelloop_operator.kubeconfig,
-.apitransport) do the kubeconfig, TLS and auth work over one aiohttp session; objects
+The operator's kubeconfig loader and HTTP transport (modelloop_operator.kubeconfig,
+.apitransport) do the kubeconfig, TLS and auth work; objects
 stay plain dicts (no model classes) because the runner reads many optional fields and
 must never crash on a field its model version does not know. Every API error surfaces
 as `KubeError`.
@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from modelloop_operator.apitransport import ssl_context
+from modelloop_operator.apitransport import ApiTransport
 from modelloop_operator.kubeconfig import Connection, load_kubeconfig
 
 Json = dict[str, Any]
@@ -38,29 +38,23 @@ class KubeClient:
     """A few verbs over raw API paths."""
 
     def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        https = connection.server.startswith("https")
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ssl_context(connection) if https else False),
-            trust_env=False, read_bufsize=2**21)
+        # Every call names its own limit (limit_s); this default is never used.
+        self._transport = ApiTransport(connection=connection, request_timeout=30)
 
     @classmethod
     async def from_kubeconfig(cls, path: str, context: str | None = None) -> KubeClient:
         return cls(load_kubeconfig([Path(path)], context=context))
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._transport.close()
 
     async def _send(self, method: str, path: str, *, query: list[tuple[str, str]],
                     headers: dict[str, str], body: Any, limit_s: float,
                     ) -> aiohttp.ClientResponse:
-        authorization = await self._connection.authorization.header()
-        if authorization:
-            headers = dict(headers, Authorization=authorization)
-        return await self._session.request(
-            method, self._connection.server + path, params=query, headers=headers,
-            data=None if body is None else json.dumps(body),
-            timeout=aiohttp.ClientTimeout(total=limit_s))
+        return await self._transport.open(
+            method, path, query=query, headers=headers,
+            body=None if body is None else json.dumps(body).encode(),
+            limit=aiohttp.ClientTimeout(total=limit_s))
 
     async def _call(
         self,
