@@ -136,18 +136,28 @@ def reconcile_counts(operator: RunningOperator) -> dict[tuple[str, str], float]:
     return counts
 
 
-async def children(api: Any) -> dict[str, Any]:
-    """How many Jobs, Deployments and Services the operator owns, and whether any owner
-    has more than one of a kind it should have one of."""
-    jobs = await list_objects(api, JOBS, NAMESPACE, label_selector=TJ_LABEL)
-    deployments = await list_objects(api, DEPLOYMENTS, NAMESPACE, label_selector=MDEP_LABEL)
-    services = await list_objects(api, SERVICES, NAMESPACE,
-                                  label_selector=f"{MDEP_LABEL},app.kubernetes.io/managed-by")
-    per_tj = Counter(label_key(TJ_LABEL)(j) for j in jobs)
-    per_md = Counter(label_key(MDEP_LABEL)(d) for d in deployments)
-    return {"jobs": len(jobs), "deployments": len(deployments), "services": len(services),
-            "ownersWithSeveralJobs": sum(1 for n in per_tj.values() if n > 1),
-            "ownersWithSeveralDeployments": sum(1 for n in per_md.values() if n > 1)}
+async def children(api: Any) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """How many Jobs, Deployments and Services the operator owns, whether any owner has
+    more than one of a kind it should have one of, and each child's spec version:
+    ``generation`` for Jobs and Deployments (a changed spec; a Deployment's status moves
+    its resourceVersion all the time), ``resourceVersion`` for Services (no generation).
+    What a restart must leave alone."""
+    listed: dict[str, list[dict[str, Any]]] = {}
+    versions: dict[str, dict[str, str]] = {}
+    for plural, collection, selector, key in (
+            ("jobs", JOBS, TJ_LABEL, "generation"),
+            ("deployments", DEPLOYMENTS, MDEP_LABEL, "generation"),
+            ("services", SERVICES, f"{MDEP_LABEL},app.kubernetes.io/managed-by",
+             "resourceVersion")):
+        listed[plural] = await list_objects(api, collection, NAMESPACE, label_selector=selector)
+        versions[plural] = {name_of(o): str(o["metadata"].get(key)) for o in listed[plural]}
+    per_tj = Counter(label_key(TJ_LABEL)(j) for j in listed["jobs"])
+    per_md = Counter(label_key(MDEP_LABEL)(d) for d in listed["deployments"])
+    counts = {"jobs": len(listed["jobs"]), "deployments": len(listed["deployments"]),
+              "services": len(listed["services"]),
+              "ownersWithSeveralJobs": sum(1 for n in per_tj.values() if n > 1),
+              "ownersWithSeveralDeployments": sum(1 for n in per_md.values() if n > 1)}
+    return counts, versions
 
 
 REQUEST_LINE = re.compile(r'^apiserver_request_total\{(.*)\} (\S+)$')
@@ -224,21 +234,6 @@ class ServerSideFirstStatus:
         return name
 
 
-async def versions(api: Any) -> dict[str, dict[str, str]]:
-    """Each child's spec version: ``generation`` for Jobs and Deployments (a changed spec;
-    a Deployment's status moves its resourceVersion all the time), ``resourceVersion`` for
-    Services (no generation). What a restart must leave alone."""
-    found: dict[str, dict[str, str]] = {}
-    for plural, collection, selector, key in (
-            ("jobs", JOBS, TJ_LABEL, "generation"),
-            ("deployments", DEPLOYMENTS, MDEP_LABEL, "generation"),
-            ("services", SERVICES, f"{MDEP_LABEL},app.kubernetes.io/managed-by",
-             "resourceVersion")):
-        objects = await list_objects(api, collection, NAMESPACE, label_selector=selector)
-        found[plural] = {name_of(o): str(o["metadata"].get(key)) for o in objects}
-    return found
-
-
 async def events_since(api: Any, since: datetime) -> dict[str, int]:
     """Events recorded in any namespace since ``since``, by namespace, who recorded them
     and why (``namespace/component/reason``): who is busy after a restart."""
@@ -246,12 +241,11 @@ async def events_since(api: Any, since: datetime) -> dict[str, int]:
         listed = json.loads(await response.read())
     counts: Counter[str] = Counter()
     for event in listed.get("items", []):
-        stamp = event.get("lastTimestamp") or event.get("eventTime") or ""
         try:
-            when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+            when = _stamp(str(event.get("lastTimestamp") or event.get("eventTime") or ""))
         except ValueError:
             continue
-        if when >= since:
+        if when >= since.timestamp():
             component = (event.get("reportingComponent")
                          or (event.get("source") or {}).get("component") or "?")
             namespace = event["metadata"].get("namespace", "")
@@ -270,8 +264,7 @@ def rewritten(before: Mapping[str, Mapping[str, str]],
 async def restart(api: Any, plane: ControlPlane, operator: RunningOperator, *, tjs: int,
                   mdeps: int, within: float) -> dict[str, Any]:
     """SIGKILL, start again, time the re-observation of everything and the quiet after."""
-    before = await children(api)
-    versions_before = await versions(api)
+    before, versions_before = await children(api)
     requests_before = await asyncio.to_thread(apiserver_requests, plane)
     killed_at = datetime.now(UTC).replace(microsecond=0)
     operator.kill()
@@ -298,8 +291,8 @@ async def restart(api: Any, plane: ControlPlane, operator: RunningOperator, *, t
             quiet_at = last_change
             break
         await asyncio.sleep(0.5)
-    after = await children(api)
-    changed = rewritten(versions_before, await versions(api))
+    after, versions_after = await children(api)
+    changed = rewritten(versions_before, versions_after)
     requests = requests_between(requests_before,
                                 await asyncio.to_thread(apiserver_requests, plane),
                                 per=tjs + mdeps)
