@@ -354,7 +354,13 @@ class LoopRunner:
         precision: str = "auto",
         accumulation: int = 1,
     ) -> None:
-        from modelloop_trainer.loop import LoopResult, LoopSettings, Plan, build_optimizer
+        from modelloop_trainer.loop import (
+            LoopResult,
+            LoopSettings,
+            Plan,
+            build_optimizer,
+            grad_scaler,
+        )
         from modelloop_trainer.models import load_classifier
 
         world_type = DdpWorldOfOne if ddp else World
@@ -376,9 +382,7 @@ class LoopRunner:
         self.optimizer, self.scheduler = build_optimizer(
             self.model, self.settings, self.plan.total_steps
         )
-        self.scaler = (
-            torch.amp.GradScaler("cuda") if device.type == "cuda" and precision == "fp16" else None
-        )
+        self.scaler = grad_scaler(precision, device)
         self.last: LoopResult | None = None
 
     def __call__(self, start: int, steps: int) -> float:

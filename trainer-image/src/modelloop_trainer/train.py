@@ -37,6 +37,7 @@ from modelloop_trainer.loop import (
     Plan,
     TokenizedExamples,
     build_optimizer,
+    grad_scaler,
     run_loop,
 )
 from modelloop_trainer.models import (
@@ -174,11 +175,7 @@ def _train(args: argparse.Namespace, world: World) -> dict[str, Any]:
     )
     plan = Plan(data, world, settings)
     optimizer, scheduler = build_optimizer(model, settings, plan.total_steps)
-    scaler = (
-        torch.amp.GradScaler("cuda")
-        if world.device.type == "cuda" and args.precision == "fp16"
-        else None
-    )
+    scaler = grad_scaler(args.precision, world.device)
     fingerprint = run_fingerprint(args, splits, world)
     start_step = 0
     checkpoint = load_latest_checkpoint(output, fingerprint)
