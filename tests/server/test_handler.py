@@ -32,11 +32,13 @@ def make_context(model_dir: Path) -> Context:
     return Context(MODEL, str(model_dir), None, 8, None, "0.12.0", True, cache, {})
 
 
-def wire_row(body: Any, content_type: str = "application/json") -> dict[str, Any]:
+def wire_row(body: Any, content_type: str = "application/json",
+             headers: dict[str, str] | None = None) -> dict[str, Any]:
     """A request as TorchServe's worker decodes it from the frontend (JSON already parsed)."""
     return {
         "requestId": f"req-{id(body)}".encode(),
-        "headers": [],
+        "headers": [{"name": k.encode(), "value": v.encode()}
+                    for k, v in (headers or {}).items()],
         "parameters": [{"name": "body", "contentType": content_type, "value": body}],
     }
 
@@ -98,7 +100,7 @@ class TestPredictions:
     ) -> None:
         status, body = worker.one({"text": "shares rose on the stock market"})
         assert status == 200
-        assert set(body) == {"label", "confidence", "scores"}
+        assert set(body) == {"requestId", "label", "confidence", "scores"}
         assert set(body["scores"]) == set(tiny_labels)
         assert body["label"] == max(body["scores"], key=body["scores"].get)
         assert body["confidence"] == pytest.approx(max(body["scores"].values()))
@@ -117,8 +119,31 @@ class TestPredictions:
         expected = worker.one({"text": "markets"})[1]["label"]
         as_bytes = worker.one(b'{"text": "markets"}', "application/octet-stream")
         as_text = worker.one('{"text": "markets"}', "text/plain")
-        assert as_bytes == (200, worker.one({"text": "markets"})[1])
+        again = worker.one({"text": "markets"})[1]
+        assert as_bytes[0] == 200
+        assert {**as_bytes[1], "requestId": ""} == {**again, "requestId": ""}
         assert as_text[0] == 200 and as_text[1]["label"] == expected
+
+
+class TestRequestIds:
+    def test_every_answer_carries_an_id_in_the_body_and_the_header(self, worker: Worker) -> None:
+        row = wire_row({"text": "markets"})
+        [(status, body)] = worker.run(row)
+        assert status == 200 and body["requestId"] == row["requestId"].decode()
+        assert worker.context.get_response_headers(0)["x-request-id"] == body["requestId"]
+
+    def test_a_client_chooses_its_own_id(self, worker: Worker) -> None:
+        [(status, body)] = worker.run(wire_row({"texts": ["a", "b"]},
+                                               headers={"X-Request-Id": "order-17"}))
+        assert status == 200 and body["requestId"] == "order-17"
+        assert [p["requestId"] for p in body["predictions"]] == ["order-17-0", "order-17-1"]
+
+    def test_an_invalid_client_id_is_refused_and_the_rest_of_the_batch_served(
+            self, worker: Worker) -> None:
+        results = worker.run(wire_row({"text": "a"}, headers={"x-request-id": "has space"}),
+                             wire_row({"text": "b"}))
+        assert results[0][0] == 400 and "request id" in results[0][1]["message"]
+        assert results[1][0] == 200
 
 
 class TestBadInput:

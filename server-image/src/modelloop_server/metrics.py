@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ DRIFT_PSI = "modelloop_drift_psi"
 DRIFT_WINDOW_SAMPLES = "modelloop_drift_window_samples"
 REQUEST_LATENCY_SECONDS = "modelloop_request_latency_seconds"
 PREDICTION_CONFIDENCE = "modelloop_prediction_confidence"
+CAPTURE_DROPPED_TOTAL = "modelloop_capture_dropped_total"
 
 # (name, TorchServe metric type) of every metric this module emits.
 MODEL_METRICS: tuple[tuple[str, str], ...] = (
@@ -38,6 +39,7 @@ MODEL_METRICS: tuple[tuple[str, str], ...] = (
     (DRIFT_WINDOW_SAMPLES, "gauge"),
     (REQUEST_LATENCY_SECONDS, "histogram"),
     (PREDICTION_CONFIDENCE, "histogram"),
+    (CAPTURE_DROPPED_TOTAL, "counter"),
 )
 
 # Values of the `reason` label of modelloop_inference_errors_total.
@@ -115,3 +117,8 @@ class ModelMetrics:
             self._emit(DRIFT_PSI, "gauge", scores.class_psi, ["class"])
         if scores.confidence_psi is not None:
             self._emit(DRIFT_PSI, "gauge", scores.confidence_psi, ["confidence"])
+
+    def capture_dropped(self, reasons: Mapping[str, int]) -> None:
+        """Capture records the worker could not hand to the collector, by reason."""
+        for reason, n in sorted(reasons.items()):
+            self._emit(CAPTURE_DROPPED_TOTAL, "counter", n, [reason])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,17 @@ import torch
 from modelloop_trainer.artifact import LoadedArtifact, load_artifact
 from modelloop_trainer.profile import ReferenceProfile
 
+from modelloop_server.capture_client import CaptureClient
+from modelloop_server.capture_records import (
+    REQUEST_ID_HEADER,
+    CaptureRecord,
+    ModelIdentity,
+    RecordError,
+    check_request_id,
+    item_request_id,
+    new_request_id,
+    utc_timestamp,
+)
 from modelloop_server.drift import drift_scores
 from modelloop_server.metrics import (
     REASON_INTERNAL,
@@ -63,6 +75,8 @@ class TextClassificationHandler:
         self.settings = HandlerSettings()
         self.metrics: ModelMetrics | None = None
         self.window: PredictionWindow | None = None
+        self.capture: CaptureClient | None = None
+        self.identity = ModelIdentity(name="", version="", digest="")
 
     # --- TorchServe's interface -------------------------------------------------------
     def initialize(self, context: Any) -> None:
@@ -89,27 +103,51 @@ class TextClassificationHandler:
             max_samples=self.settings.window_samples,
             max_age_s=self.settings.window_seconds,
         )
+        self._start_capture(context.model_name, model_dir)
         self.initialized = True
+
+    def _start_capture(self, model_name: str, model_dir: Path) -> None:
+        artifact = self._loaded()
+        digest = self.settings.model_digest or "sha256:" + hashlib.sha256(
+            json.dumps(artifact.manifest, sort_keys=True).encode()).hexdigest()
+        self.identity = ModelIdentity(name=model_name,
+                                      version=self.settings.model_version or model_name,
+                                      digest=digest)
+        if self.settings.capture_url:
+            logger.info("capturing %.0f%% of requests to %s",
+                        self.settings.capture_sample_rate * 100, self.settings.capture_url)
+            self.capture = CaptureClient(self.settings.capture_url)
 
     def handle(self, data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
         if data is None:  # TorchServe's function-style load call; classes get initialize()
             return None
         started = time.perf_counter()
-        outcomes = self.answer(data)
+        ids = [_request_id(context, idx) for idx in range(len(data))]
+        outcomes = self.answer(data, request_ids=ids, started=started)
         for idx, outcome in enumerate(outcomes):
             context.set_response_status(outcome.status, _phrase(outcome.status), idx)
             context.set_response_content_type(idx, JSON)
+            if isinstance(ids[idx], str):
+                context.set_response_header(idx, REQUEST_ID_HEADER, ids[idx])
         self._record_latency(len(outcomes), time.perf_counter() - started)
         return [json.dumps(o.body, separators=(",", ":")) for o in outcomes]
 
     # --- the work ------------------------------------------------------------------------
-    def answer(self, rows: Sequence[dict[str, Any]]) -> list[_Outcome]:
-        """One outcome per request row, in order."""
+    def answer(self, rows: Sequence[dict[str, Any]],
+               request_ids: Sequence[str | RecordError] | None = None,
+               started: float | None = None) -> list[_Outcome]:
+        """One outcome per request row, in order; a 200 body carries its `requestId`."""
+        started = time.perf_counter() if started is None else started
+        ids = list(request_ids) if request_ids is not None else [
+            new_request_id() for _ in rows]
         outcomes: list[_Outcome | None] = [None] * len(rows)
         valid: list[tuple[int, TextRequest]] = []
         errors: list[str] = []
         for idx, row in enumerate(rows):
             try:
+                request_id = ids[idx]
+                if isinstance(request_id, RecordError):
+                    raise RequestError(str(request_id))
                 valid.append((idx, parse_request(request_payload(row), self.settings.limits)))
             except RequestError as exc:
                 outcomes[idx] = _Outcome(exc.code, exc.body())
@@ -128,11 +166,19 @@ class TextClassificationHandler:
                     errors.append(REASON_INTERNAL)
             else:
                 start = 0
+                latency_ms = round((time.perf_counter() - started) * 1000, 3)
+                captured: list[CaptureRecord] = []
                 for idx, request in valid:
                     mine = predictions[start : start + len(request.texts)]
                     start += len(request.texts)
-                    outcomes[idx] = _Outcome(200, response_body(request, mine))
+                    request_id = str(ids[idx])
+                    outcomes[idx] = _Outcome(200, with_request_ids(
+                        response_body(request, mine), request, request_id))
+                    if self._sampled():
+                        captured.extend(self._capture_records(
+                            request, mine, request_id, latency_ms))
                 self._observe(predictions)
+                self._capture(captured)
         self._record_errors(errors)
         return [o for o in outcomes if o is not None]
 
@@ -154,6 +200,35 @@ class TextClassificationHandler:
             )
             for c, i, row in zip(confidence.tolist(), index.tolist(), rows, strict=True)
         ]
+
+    # --- capture: off the request path, never failing a request -------------------------
+    def _sampled(self) -> bool:
+        rate = self.settings.capture_sample_rate
+        return self.capture is not None and (rate >= 1.0 or random.random() < rate)
+
+    def _capture_records(self, request: TextRequest, predictions: Sequence[Prediction],
+                         request_id: str, latency_ms: float) -> list[CaptureRecord]:
+        now = utc_timestamp(time.time())
+        return [
+            CaptureRecord(
+                request_id=request_id if request.single else item_request_id(request_id, i),
+                time=now, model=self.identity, pod=self.settings.pod_name, text=text,
+                label=p.label, confidence=p.confidence, scores=p.scores,
+                latency_ms=latency_ms)
+            for i, (text, p) in enumerate(zip(request.texts, predictions, strict=True))
+        ]
+
+    def _capture(self, records: Sequence[CaptureRecord]) -> None:
+        if self.capture is None:
+            return
+        try:
+            if records:
+                self.capture.submit(records)
+            dropped = self.capture.take_dropped()
+            if dropped and self.metrics is not None:
+                self.metrics.capture_dropped(dropped)
+        except Exception:
+            logger.exception("could not queue capture records")
 
     # --- metrics: failures are logged, never turned into failed requests ---------------
     def _observe(self, predictions: Sequence[Prediction]) -> None:
@@ -195,6 +270,35 @@ class TextClassificationHandler:
         if self.artifact is None:
             raise RuntimeError("handler used before initialize()")
         return self.artifact
+
+
+def _request_id(context: Any, idx: int) -> str | RecordError:
+    """The client's `x-request-id` (validated), else TorchServe's id, else a fresh one."""
+    try:
+        headers = context.get_all_request_header(idx) or {}
+    except Exception:  # a context without request properties (tests, older TorchServe)
+        headers = {}
+    for key, value in dict(headers).items():
+        if str(key).lower() == REQUEST_ID_HEADER:
+            text = value.decode() if isinstance(value, bytes | bytearray) else str(value)
+            try:
+                return check_request_id(text.strip())
+            except RecordError as exc:
+                return exc
+    try:
+        own = context.get_request_id(idx)
+    except Exception:
+        own = None
+    return str(own) if own else new_request_id()
+
+
+def with_request_ids(body: dict[str, Any], request: TextRequest,
+                     request_id: str) -> dict[str, Any]:
+    """`body` with the request's id, and for a batch each prediction's own id."""
+    if not request.single:
+        for i, prediction in enumerate(body["predictions"]):
+            prediction["requestId"] = item_request_id(request_id, i)
+    return {"requestId": request_id, **body}
 
 
 def _device(gpu_id: Any) -> str:
