@@ -69,7 +69,8 @@ NAMESPACED_NEEDS: frozenset[Triple] = frozenset(
     | {("modelloop.dev", f"{r}/status", v)
        for r in ("trainingjobs", "optimizationjobs", "modeldeployments")
        for v in ("get", "patch", "update")}
-    | {(g, r, v) for g, r in (("batch", "jobs"), ("apps", "deployments"), ("", "services"),
+    | {(g, r, v) for g, r in (("batch", "jobs"), ("apps", "deployments"),
+                              ("apps", "statefulsets"), ("", "services"),
                               ("", "configmaps"), ("autoscaling", "horizontalpodautoscalers"))
        for v in ALL_CHILD_VERBS}
     | {("", "pods", v) for v in ("get", "list", "watch")}

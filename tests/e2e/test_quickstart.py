@@ -19,7 +19,7 @@ import pytest
 from tests.harness.binaries import MissingBinariesError, locate
 from tests.harness.prometheus import prometheus_binary
 
-from . import closedloop, loop, retrain
+from . import capture, closedloop, loop, retrain
 from .orphans import processes_using
 from .stack import Stack, start_stack
 
@@ -116,6 +116,47 @@ def test_quickstart_trains_optimizes_and_serves(stack: Stack) -> None:
     assert served > MIN_SERVED_ACCURACY, [p["label"] for p in predictions]
     SERVED["archive"] = archive
     SERVED["model"] = loop.model_name_of(archive)
+
+
+def test_capture_feedback_accuracy_and_input_drift(stack: Stack) -> None:
+    """Captured traffic and feedback through the collector: the records in the sink, live
+    accuracy Healthy on truthful feedback and Degraded when feedback says the model is
+    wrong, and the input PSI over its bound on out-of-domain text."""
+    if "archive" not in SERVED:
+        pytest.fail("needs the archive of the quickstart test above (it failed)")
+    prom = closedloop.start_prometheus(stack)
+    try:
+        seen = capture.run(stack, prom, archive=SERVED["archive"])
+    finally:
+        prom.stop()
+        capture.remove(stack)
+    status, body, headers = seen.single
+    assert status == 200 and body["requestId"] == "e2e-1", body
+    assert {k.lower(): v for k, v in headers.items()}["x-request-id"] == "e2e-1", headers
+    assert all(code == 200 for code, _ in seen.feedback_answers), seen.feedback_answers
+    # the documented record schema, for every captured prediction
+    first = seen.captures[0]
+    assert set(first) == {"schema", "requestId", "time", "model", "pod", "input",
+                          "prediction", "latencyMs"}, first
+    assert first["schema"] == "modelloop.dev/capture/v1"
+    assert first["pod"].startswith(f"{capture.NAME}-"), first
+    assert sorted(first["prediction"]["scores"]) == LABELS
+    ids = {c["requestId"] for c in seen.captures}
+    assert "e2e-1" in ids and all(r["requestId"] in ids for r in seen.labelled)
+    assert {r["label"] for r in seen.labelled} <= set(LABELS)
+    assert seen.first_accuracy is not None and seen.first_accuracy >= capture.ACCURACY_MIN
+    assert seen.wrong_accuracy is not None and seen.wrong_accuracy < capture.ACCURACY_MIN
+    degraded = loop.condition(seen.degraded, "Degraded") or {}
+    assert degraded.get("reason") == "AnalysisFailed", degraded
+    assert seen.in_domain_input_psi is not None
+    assert seen.in_domain_input_psi < capture.INPUT_DRIFT_MAX, seen.in_domain_input_psi
+    assert seen.out_of_domain_input_psi is not None
+    assert seen.out_of_domain_input_psi > capture.INPUT_DRIFT_MAX
+    print(f"\ne2e capture: accuracy {seen.first_accuracy:.2f} -> {seen.wrong_accuracy:.2f} "
+          f"(min {capture.ACCURACY_MIN}); input PSI in-domain {seen.in_domain_input_psi:.3f},"
+          f" out-of-domain {seen.out_of_domain_input_psi:.3f} (class PSI "
+          f"{seen.out_of_domain_class_psi}); {len(seen.captures)} captured, "
+          f"{len(seen.labelled)} labelled")
 
 
 def test_shifted_traffic_retrains_once_promotes_and_drift_recovers(stack: Stack) -> None:

@@ -16,7 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 from modelloop_operator.api.monitoring import MonitoringSpec
-from modelloop_operator.monitor.builtin_checks import check_queries, pod_selector
+from modelloop_operator.monitor.builtin_checks import (
+    check_queries,
+    feedback_selector,
+    pod_selector,
+)
 from modelloop_operator.prometheus import PrometheusClient, PrometheusError, parse_result
 
 from tests.harness.processes import free_port
@@ -170,13 +174,19 @@ def spec(**checks: object) -> MonitoringSpec:
                                           **checks})
 
 
+COLLECTOR = "bbc-collector-0"
+
+
 async def evaluate(server: PrometheusServer, monitoring: MonitoringSpec,
-                   deployment: str = "bbc", namespace: str = NS
+                   deployment: str = "bbc", namespace: str = NS, version: str = "v1"
                    ) -> dict[str, tuple[float | None, float | None]]:
     out = {}
+    feedback = feedback_selector(namespace=namespace, collector_pod=COLLECTOR,
+                                 version=version)
     async with PrometheusClient.open(server.url) as client:
         for check in check_queries(monitoring, selector=pod_selector(namespace=namespace,
-                                                                      deployment=deployment)):
+                                                                      deployment=deployment),
+                                   feedback=feedback):
             out[check.name] = (await client.value(check.query),
                                await client.value(check.samples_query))
     return out
@@ -272,3 +282,56 @@ def test_custom_check_gets_window_and_selector() -> None:
     assert check.query.endswith('{namespace="ml"}[5s])))')
     assert check.samples_query == 'sum(increase(ts_inference_requests_total{namespace="ml"}[5s]))'
 
+
+
+# --- feedback checks ---------------------------------------------------------------------
+
+CONFUSION = {("a", "a"): 6.0, ("a", "b"): 2.0, ("b", "b"): 1.0, ("b", "a"): 1.0}
+"""(true label, predicted label) -> labelled predictions per tick; class c never occurs."""
+
+
+async def test_accuracy_and_macro_f1_come_from_the_served_versions_feedback(
+        server: PrometheusServer, exporter: TestExporter) -> None:
+    ns = fresh_namespace()
+    traffic = Traffic(exporter)
+    for truth in "abc":
+        for predicted in "abc":
+            amount = CONFUSION.get((truth, predicted), 0.0)
+            correct = "true" if truth == predicted else "false"
+            traffic.every_tick("modelloop_feedback_total", amount, namespace=ns,
+                               pod=COLLECTOR, model_version="v1", label=truth,
+                               predicted=predicted, correct=correct)
+            # another version (the model replaced) and another deployment's collector:
+            traffic.every_tick("modelloop_feedback_total", 5.0, namespace=ns, pod=COLLECTOR,
+                               model_version="v0", label=truth, predicted=predicted,
+                               correct=correct)
+            traffic.every_tick("modelloop_feedback_total", 5.0, namespace=ns,
+                               pod="bbc-x-collector-0", model_version="v1", label=truth,
+                               predicted=predicted, correct=correct)
+    with traffic:
+        await asyncio.sleep(3.5)
+        result = await evaluate(server, spec(accuracy={"min": 0.8}, macroF1={"min": 0.7}),
+                                namespace=ns)
+        missing = await evaluate(server, spec(accuracy={"min": 0.8}), namespace=ns,
+                                 version="v9")
+    accuracy, labelled = result["accuracy"]
+    assert accuracy == pytest.approx(0.7, abs=1e-6)
+    # F1(a) = 2*6 / (8 + 7) = 0.8, F1(b) = 2*1 / (2 + 3) = 0.4; c never occurs: left out
+    f1, f1_labelled = result["macroF1"]
+    assert f1 == pytest.approx(0.6, abs=1e-6)
+    assert labelled is not None and labelled > 50 and f1_labelled == labelled
+    assert missing["accuracy"] == (None, 0.0) or missing["accuracy"][0] is None
+
+
+async def test_input_drift_is_the_worst_pods_input_psi(server: PrometheusServer,
+                                                        exporter: TestExporter) -> None:
+    for pod, psi in ((POD, 0.42), ("bbc-7d9f8b6c5-zzzzz", 0.1), (OTHER_POD, 0.99)):
+        exporter.set("modelloop_drift_psi", psi, namespace=NS, pod=pod, model_name="model",
+                     distribution="input")
+        exporter.set("modelloop_drift_psi", 0.01, namespace=NS, pod=pod, model_name="model",
+                     distribution="class")
+        exporter.set("modelloop_drift_window_samples", 500, namespace=NS, pod=pod,
+                     model_name="model")
+    scraped(server, 'modelloop_drift_psi{distribution="input"}', 3)
+    result = await evaluate(server, spec(inputDrift={"max": 0.2}))
+    assert result["inputDrift"] == (0.42, 500)

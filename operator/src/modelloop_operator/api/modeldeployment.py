@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import SpecModel, StatusModel
+from .capture import CaptureSpec, CaptureStatus
 from .common import (
     Condition,
     Duration,
@@ -36,6 +37,11 @@ from .scalars import Image
 
 #: Leaves room for <name>-canary, <name>-metrics and retrain jobs (<name>-rt-<hash>).
 MODELDEPLOYMENT_MAX_NAME_LENGTH = 40
+
+_FEEDBACK_NEEDS_CAPTURE = (
+    "monitoring.accuracy and monitoring.macroF1 need spec.capture: feedback is joined to "
+    "captured predictions")
+
 
 class DeploymentModelSource(SpecModel):
     """The model to serve: exactly one of optimizationJobRef, trainingJobRef, archiveUri."""
@@ -177,6 +183,10 @@ class ModelDeploymentSpec(SpecModel):
         "!has(self.retrain) || !self.retrain.enabled || has(self.monitoring)",
         "retrain.enabled needs monitoring: retraining is triggered by failed checks",
         field_path=".retrain",
+    ), Rule(
+        "!has(self.monitoring) || has(self.capture)"
+        " || (!has(self.monitoring.accuracy) && !has(self.monitoring.macroF1))",
+        _FEEDBACK_NEEDS_CAPTURE, field_path=".monitoring",
     )))
 
     model: DeploymentModelSource
@@ -204,6 +214,9 @@ class ModelDeploymentSpec(SpecModel):
     retrain: RetrainSpec | None = None
     """Automatic retraining; off when absent."""
 
+    capture: CaptureSpec | None = None
+    """Request capture and ground-truth feedback; off when absent (docs/capture.md)."""
+
     image: Image | None = None
     """Server image; the operator's configured server image when absent."""
 
@@ -223,6 +236,9 @@ class ModelDeploymentSpec(SpecModel):
         if self.retrain is not None and self.retrain.enabled and self.monitoring is None:
             raise ValueError(
                 "retrain.enabled needs monitoring: retraining is triggered by failed checks")
+        if (self.monitoring is not None and self.capture is None
+                and (self.monitoring.accuracy or self.monitoring.macro_f1)):
+            raise ValueError(_FEEDBACK_NEEDS_CAPTURE)
         return self
 
 
@@ -319,6 +335,9 @@ class ModelDeploymentStatus(StatusModel):
 
     retrain: RetrainStatus | None = None
     """Automatic retrains."""
+
+    capture: CaptureStatus | None = None
+    """The collector of captures and feedback, when spec.capture is set."""
 
     message: Annotated[str, Field(max_length=32768)] = ""
     """Last human-readable explanation."""

@@ -52,6 +52,14 @@ class Bounds(SpecModel):
             self.max is None or value <= self.max)
 
 
+class FeedbackBounds(Bounds):
+    """A bound on a figure computed from ground-truth feedback (spec.capture must be set)."""
+
+    min_samples: Annotated[int, Field(ge=0, le=100_000_000)] | None = None
+    """Fewest labelled requests in the window for the check to count; monitoring.minSamples
+    when absent. Feedback is usually sparser than traffic."""
+
+
 class MetricCheck(Bounds):
     """A custom PromQL check. The query must return one number; ``$window`` and
     ``$selector`` in it are replaced by the monitoring window (e.g. 5m) and the label
@@ -85,9 +93,11 @@ class MonitoringSpec(SpecModel):
     """Periodic health checks of the served model on Prometheus metrics."""
 
     model_config = ConfigDict(json_schema_extra=k8s(Rule(
-        "has(self.drift) || has(self.confidence) || has(self.errorRate)"
+        "has(self.drift) || has(self.inputDrift) || has(self.confidence)"
+        " || has(self.errorRate) || has(self.accuracy) || has(self.macroF1)"
         " || (has(self.checks) && size(self.checks) > 0)",
-        "monitoring needs at least one of drift, confidence, errorRate or checks",
+        "monitoring needs at least one of drift, inputDrift, confidence, errorRate, "
+        "accuracy, macroF1 or checks",
     )))
 
     prometheus_url: HttpURL
@@ -115,8 +125,21 @@ class MonitoringSpec(SpecModel):
     """Bound on the prediction-distribution drift score against the training reference
     profile (e.g. max: 0.2)."""
 
+    input_drift: Bounds | None = None
+    """Bound on the drift of the inputs themselves: the PSI of the live window's encoder
+    embeddings (a fixed projection) against the training reference (e.g. max: 0.2). It
+    rises on out-of-domain traffic even when the predicted classes do not move."""
+
     confidence: Bounds | None = None
     """Bound on the mean top-class confidence (e.g. min: 0.6)."""
+
+    accuracy: FeedbackBounds | None = None
+    """Bound on live accuracy from ground-truth feedback over the window (e.g. min: 0.8):
+    correct over labelled predictions of the served model version. Needs spec.capture."""
+
+    macro_f1: FeedbackBounds | None = None
+    """Bound on the live macro-averaged F1 from feedback over the window (e.g. min: 0.75).
+    Needs spec.capture."""
 
     error_rate: Bounds | None = None
     """Bound on the fraction of failed inference requests (e.g. max: 0.05)."""
@@ -128,9 +151,11 @@ class MonitoringSpec(SpecModel):
 
     @model_validator(mode="after")
     def _something_to_check(self) -> MonitoringSpec:
-        if not (self.drift or self.confidence or self.error_rate or self.checks):
+        if not (self.drift or self.input_drift or self.confidence or self.error_rate
+                or self.accuracy or self.macro_f1 or self.checks):
             raise ValueError(
-                "monitoring needs at least one of drift, confidence, errorRate or checks")
+                "monitoring needs at least one of drift, inputDrift, confidence, errorRate, "
+                "accuracy, macroF1 or checks")
         names = [c.name for c in self.checks]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

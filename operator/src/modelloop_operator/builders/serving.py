@@ -52,6 +52,7 @@ INFERENCE_PORT: Final = 8080
 MANAGEMENT_PORT: Final = 8081
 METRICS_PORT: Final = 8082
 HEALTH_PORT: Final = 8090
+COLLECTOR_PORT: Final = 8080
 INFERENCE_PORT_NAME: Final = "http"
 METRICS_PORT_NAME: Final = "metrics"
 HEALTH_PORT_NAME: Final = "health"
@@ -173,6 +174,26 @@ def service_name(*, name: str) -> str:
 def metrics_service_name(*, name: str) -> str:
     """The metrics Service."""
     return f"{name}-metrics"
+
+
+def collector_name(*, name: str) -> str:
+    """The capture collector's StatefulSet (builders/collector.py)."""
+    return f"{name}-collector"
+
+
+def collector_pod_name(*, name: str) -> str:
+    """The collector's only pod (ordinal 0 of its StatefulSet)."""
+    return f"{collector_name(name=name)}-0"
+
+
+def feedback_service_name(*, name: str) -> str:
+    return f"{name}-feedback"
+
+
+def capture_url(*, name: str, namespace: str) -> str:
+    """Where the servers send captures: the collector pod's own DNS name (headless)."""
+    return (f"http://{collector_pod_name(name=name)}.{feedback_service_name(name=name)}."
+            f"{namespace}.svc:{COLLECTOR_PORT}/v1/capture")
 
 
 def service_url(*, name: str, namespace: str) -> str:
@@ -397,6 +418,23 @@ def _server_env(layout: ModelLayout) -> list[dict[str, Any]]:
     ]
 
 
+def _capture_env(ctx: ServingContext) -> list[dict[str, Any]]:
+    """What a server needs to capture: where to send, how much, and who it is (pod name
+    and model version from the downward API); nothing when capture is off."""
+    capture = ctx.spec.capture
+    if capture is None:
+        return []
+    owner = ctx.owner
+    return [
+        {"name": "MODELLOOP_CAPTURE_URL",
+         "value": capture_url(name=owner.name, namespace=owner.namespace)},
+        {"name": "MODELLOOP_CAPTURE_SAMPLE_RATE", "value": f"{capture.sample_rate:g}"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "MODELLOOP_MODEL_VERSION", "valueFrom": {"fieldRef": {
+            "fieldPath": f"metadata.labels['{lbl.MODEL_VERSION}']"}}},
+    ]
+
+
 def _server_container(ctx: ServingContext, layout: ModelLayout) -> dict[str, Any]:
     mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
               {"name": "tmp", "mountPath": TMP_DIR}, *layout.server_mounts]
@@ -404,7 +442,7 @@ def _server_container(ctx: ServingContext, layout: ModelLayout) -> dict[str, Any
         "name": CONTAINER,
         "image": image_of(ctx),
         "command": ["/bin/sh", "-c", START_SCRIPT],
-        "env": _server_env(layout),
+        "env": [*_server_env(layout), *_capture_env(ctx)],
         "ports": [
             {"name": INFERENCE_PORT_NAME, "containerPort": INFERENCE_PORT, "protocol": "TCP"},
             {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},

@@ -116,7 +116,8 @@ def evaluate_checks(checks: Sequence[CheckQuery], observed: Mapping[str, Observa
                     spec: MonitoringSpec) -> list[CheckStatus]:
     """Every check's outcome; a check without an observation is Inconclusive."""
     return [evaluate_check(c, observed.get(c.name, Observation(error="not queried")),
-                           min_samples=spec.min_samples, on_missing=spec.on_missing_data)
+                           min_samples=spec.min_samples if c.min_samples is None
+                           else c.min_samples, on_missing=spec.on_missing_data)
             for c in checks]
 
 

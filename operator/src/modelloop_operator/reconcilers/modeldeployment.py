@@ -26,6 +26,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from ..api import describe_validation_error
+from ..api.capture import CaptureStatus
 from ..api.meta import API_VERSION, GROUP, VERSION
 from ..api.modeldeployment import (
     MODELDEPLOYMENT_KIND,
@@ -35,6 +36,9 @@ from ..api.modeldeployment import (
 )
 from ..api.optimizationjob import OPTIMIZATIONJOB_KIND
 from ..api.trainingjob import TRAININGJOB_KIND
+from ..builders.collector import build_service as build_feedback_service
+from ..builders.collector import build_statefulset as build_collector
+from ..builders.collector import feedback_url
 from ..builders.job import Owner
 from ..builders.serving import (
     ModelRef,
@@ -45,8 +49,10 @@ from ..builders.serving import (
     build_deployment,
     build_inference_service,
     build_metrics_service,
+    collector_name,
     config_map_name,
     deployment_name,
+    feedback_service_name,
     service_url,
     split_replicas,
 )
@@ -83,6 +89,7 @@ OPTIMIZATION_JOBS: Final = Resource(GROUP, VERSION, OPTIMIZATIONJOB_KIND.plural,
                                     OPTIMIZATIONJOB_KIND.kind)
 TRAINING_JOBS: Final = Resource(GROUP, VERSION, TRAININGJOB_KIND.plural, TRAININGJOB_KIND.kind)
 DEPLOYMENTS: Final = Resource("apps", "v1", "deployments", "Deployment")
+STATEFULSETS: Final = Resource("apps", "v1", "statefulsets", "StatefulSet")
 CONFIG_MAPS: Final = Resource("", "v1", "configmaps", "ConfigMap")
 AUTOSCALERS: Final = Resource("autoscaling", "v2", "horizontalpodautoscalers",
                               "HorizontalPodAutoscaler")
@@ -197,9 +204,10 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
         state = finish_promotion(state, stable_rolled_out=promoted)
     state = decide_rollout(state, inputs=inputs, now=now)
 
+    collector: Object | None = None
     if state.stable is not None:
         try:
-            recreated = await _apply_children(
+            recreated, collector = await _apply_children(
                 kube=kube, ctx=ctx, state=state, stable_seen=stable_obj, uid=meta["uid"],
                 seen=children_seen(old=old, generation=generation),
                 reads={(DEPLOYMENTS.plural, deployment_name(name=name, track=track)): read
@@ -223,6 +231,9 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
         rollout=to_status(state, strategy=spec.rollout.strategy, steps=steps))
     new = serving_status(old=old, obs=obs, generation=generation, now=now)
     new = loop_status(new, old=old, loop=loop, spec=spec, generation=generation, now=now)
+    new = new.model_copy(update={"capture": capture_status(
+        spec=spec, name=name, namespace=namespace, collector=collector,
+        old=old.capture if state.stable is None else None)})
     await _write_status(kube=kube, obj=obj, old=old, new=new)
     await post_loop_events(kube, involved=obj, events=loop.events)
     return new.phase.value if new.phase else "Pending"
@@ -262,9 +273,9 @@ async def _read(kube: KubeClient, *, resource: Resource, namespace: str, name: s
 
 
 async def _apply_owned(*, kube: KubeClient, resource: Resource, manifest: Mapping[str, Any],
-                       uid: str, reads: Reads) -> bool:
+                       uid: str, reads: Reads) -> tuple[bool, Object]:
     """Apply a child, refusing to take over an object someone else created. Returns
-    whether the child was missing (so this apply created it)."""
+    whether the child was missing (so this apply created it), and the object applied."""
     meta = manifest["metadata"]
     existing = await _read(kube, resource=resource, namespace=meta["namespace"],
                            name=meta["name"], reads=reads)
@@ -272,8 +283,8 @@ async def _apply_owned(*, kube: KubeClient, resource: Resource, manifest: Mappin
         raise WaitingError(
             f"{resource.kind} {meta['namespace']}/{meta['name']} exists and is not owned by "
             f"this ModelDeployment; rename or delete it", delay=30)
-    await kube.apply(resource=resource, manifest=manifest)
-    return existing is None
+    applied = await kube.apply(resource=resource, manifest=manifest)
+    return existing is None, applied
 
 
 async def _delete_owned(*, kube: KubeClient, resource: Resource, namespace: str, name: str,
@@ -294,6 +305,8 @@ class ChildrenSeen:
     Services were applied before it was written."""
     autoscaler: bool
     """...and the autoscaler too (the spec asking for one was already observed)."""
+    capture: bool = False
+    """...and the capture collector (status records it)."""
 
 
 def children_seen(*, old: ModelDeploymentStatus, generation: int | None) -> ChildrenSeen:
@@ -301,15 +314,30 @@ def children_seen(*, old: ModelDeploymentStatus, generation: int | None) -> Chil
     applied, so what it records was there at the last reconcile."""
     serving = old.active_model is not None
     return ChildrenSeen(serving=serving,
-                        autoscaler=serving and old.observed_generation == generation)
+                        autoscaler=serving and old.observed_generation == generation,
+                        capture=serving and old.capture is not None)
+
+
+def capture_status(*, spec: ModelDeploymentSpec, name: str, namespace: str,
+                   collector: Object | None, old: CaptureStatus | None) -> CaptureStatus | None:
+    """``status.capture`` (pure): where feedback goes and whether the collector is ready;
+    ``old`` is kept while nothing was applied this pass."""
+    if spec.capture is None:
+        return None
+    if collector is None:
+        return old
+    ready = int(((collector.get("status") or {}).get("readyReplicas")) or 0) >= 1
+    return CaptureStatus(feedback_url=feedback_url(name=name, namespace=namespace),
+                         sink=spec.capture.sink, ready=ready)
 
 
 async def _apply_children(*, kube: KubeClient, ctx: ServingContext, state: RolloutState,
                           stable_seen: Mapping[str, Any] | None, uid: str,
-                          seen: ChildrenSeen, reads: Reads) -> list[str]:
+                          seen: ChildrenSeen, reads: Reads) -> tuple[list[str], Object | None]:
     """Apply every child; returns the ones that had been there and were missing (deleted
-    by hand: recreated now, and worth an Event). The canary's come and go with the
-    rollout, so only the always-present children are counted."""
+    by hand: recreated now, and worth an Event), and the collector as applied. The
+    canary's come and go with the rollout, so only the always-present children are
+    counted."""
     assert state.stable is not None
     spec, name, ns = ctx.spec, ctx.owner.name, ctx.owner.namespace
     promoting = state.phase is RolloutPhase.PROMOTING and state.canary is not None
@@ -317,11 +345,13 @@ async def _apply_children(*, kube: KubeClient, ctx: ServingContext, state: Rollo
     stable_replicas, canary_replicas = _replicas(spec=spec, state=state, stable_obj=stable_seen)
     recreated: list[str] = []
 
-    async def apply(resource: Resource, manifest: Mapping[str, Any], *, expected: bool) -> None:
-        created = await _apply_owned(kube=kube, resource=resource, uid=uid, manifest=manifest,
-                                     reads=reads)
+    async def apply(resource: Resource, manifest: Mapping[str, Any], *,
+                    expected: bool) -> Object:
+        created, applied = await _apply_owned(kube=kube, resource=resource, uid=uid,
+                                              manifest=manifest, reads=reads)
         if created and expected:
             recreated.append(f"{resource.kind} {manifest['metadata']['name']}")
+        return applied
 
     await apply(CONFIG_MAPS, build_config_map(ctx=ctx, track=Track.STABLE, model=stable_model),
                 expected=seen.serving)
@@ -349,7 +379,17 @@ async def _apply_children(*, kube: KubeClient, ctx: ServingContext, state: Rollo
     else:
         await _delete_owned(kube=kube, resource=AUTOSCALERS, namespace=ns, name=name, uid=uid,
                             reads=reads)
-    return recreated
+    collector: Object | None = None
+    if spec.capture is not None:
+        await apply(SERVICES, build_feedback_service(ctx=ctx), expected=seen.capture)
+        collector = await apply(STATEFULSETS, build_collector(ctx=ctx, capture=spec.capture),
+                                expected=seen.capture)
+    elif seen.capture:  # capture was switched off: the sink keeps what was written
+        await _delete_owned(kube=kube, resource=STATEFULSETS, namespace=ns, uid=uid,
+                            name=collector_name(name=name), reads=reads)
+        await _delete_owned(kube=kube, resource=SERVICES, namespace=ns, uid=uid,
+                            name=feedback_service_name(name=name), reads=reads)
+    return recreated, collector
 
 
 async def _report_recreated(kube: KubeClient, *, involved: Mapping[str, Any],

@@ -50,7 +50,14 @@ from ..api.monitoring import (
     RetrainOutcome,
 )
 from ..builders.job import Owner
-from ..builders.serving import MODEL_URI_ANNOTATION, Track, deployment_name, track_selector
+from ..builders.serving import (
+    MODEL_URI_ANNOTATION,
+    Track,
+    collector_pod_name,
+    deployment_name,
+    label_value,
+    track_selector,
+)
 from ..kube import PODS, KubeClient
 from ..monitor.analysis import (
     Observation,
@@ -62,7 +69,12 @@ from ..monitor.analysis import (
     overall_result,
     summary,
 )
-from ..monitor.builtin_checks import CheckQuery, check_queries, pod_selector
+from ..monitor.builtin_checks import (
+    CheckQuery,
+    check_queries,
+    feedback_selector,
+    pod_selector,
+)
 from ..prometheus import PrometheusClient, PrometheusError
 from ..status import ConditionType, get_condition, set_condition
 from .retrain import LoopEvent, RetrainProgress, drive_retrains
@@ -125,10 +137,20 @@ async def observe_checks(url: str, checks: Sequence[CheckQuery]) -> dict[str, Ob
     return out
 
 
-async def evaluate(monitoring: MonitoringSpec, *, selector: str,
+def model_feedback(owner: Owner, model: ServedModel | None) -> str:
+    """``$feedback`` for the labelled predictions of ``model`` (its version's label value,
+    as the servers report it)."""
+    return feedback_selector(namespace=owner.namespace,
+                             collector_pod=collector_pod_name(name=owner.name),
+                             version=label_value(model.version or "unknown") if model is not None
+                             else None)
+
+
+async def evaluate(monitoring: MonitoringSpec, *, selector: str, feedback: str,
                    old: AnalysisStatus | None, now: datetime) -> AnalysisStatus:
-    """One evaluation of every check over the pods ``selector`` picks."""
-    queries = check_queries(monitoring, selector=selector)
+    """One evaluation of every check over the pods ``selector`` picks (and the feedback
+    on the model ``feedback`` picks)."""
+    queries = check_queries(monitoring, selector=selector, feedback=feedback)
     observed = await observe_checks(str(monitoring.prometheus_url), queries)
     return next_analysis(old, checks=evaluate_checks(queries, observed, spec=monitoring),
                          now=now)
@@ -230,8 +252,9 @@ async def run_loop(*, kube: KubeClient, owner: Owner, spec: ModelDeploymentSpec,
                 selector = pod_selector(namespace=owner.namespace,
                                         deployment=deployment_name(name=owner.name,
                                                                    track=Track.STABLE))
-                analysis = await evaluate(monitoring, selector=selector, old=old.analysis,
-                                          now=now)
+                analysis = await evaluate(
+                    monitoring, selector=selector, old=old.analysis, now=now,
+                    feedback=model_feedback(owner, old.active_model))
             events += _analysis_events(old.analysis, analysis,
                                        failure_limit=monitoring.failure_limit)
         if analysis is not None and git_rollout_pending(spec_model=spec_model, old=old):
@@ -267,7 +290,8 @@ async def canary_verdict(*, spec: ModelDeploymentSpec, state: RolloutState, owne
         return None, ""
     selector = pod_selector(namespace=owner.namespace,
                             deployment=deployment_name(name=owner.name, track=Track.CANARY))
-    checks = (await evaluate(monitoring, selector=selector, old=None, now=now)).checks
+    checks = (await evaluate(monitoring, selector=selector, old=None, now=now,
+                             feedback=model_feedback(owner, state.canary))).checks
     result = overall_result(checks)
     if result is CheckResult.UNHEALTHY:
         failing = "; ".join(f"{c.name}: {c.message}" for c in checks
