@@ -249,3 +249,59 @@ def test_the_storage_secret_name_never_reaches_status_events_or_logs(
     events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert SECRET not in events
     assert SECRET not in operator.log.read_text()
+
+
+def test_capture_runs_one_collector_and_switching_it_off_removes_it(
+        cluster: ControlPlane, namespace: str, kwok_node: str,
+        operator: RunningOperator) -> None:
+    capture = {"sink": "file:///captures/bbc", "sampleRate": 0.5}
+    apply(cluster, namespace, model_deployment(
+        "cap", node=kwok_node, model={"archiveUri": V1}, replicas=1, capture=capture,
+        monitoring={"prometheusUrl": "http://prometheus.invalid:9090", "interval": "1h",
+                    "accuracy": {"min": 0.8, "minSamples": 10}}))
+    st = wait_status(operator, cluster, namespace, "cap", "the collector ready",
+                     lambda s: (s.get("capture") or {}).get("ready") is True, timeout=90)
+    assert st["capture"]["feedbackUrl"] == (
+        f"http://cap-feedback.{namespace}.svc:8080/v1/models/cap/feedback")
+    assert st["capture"]["sink"] == capture["sink"]
+    sts = get(cluster, namespace, "statefulset", "cap-collector")
+    assert sts is not None and sts["spec"]["replicas"] == 1
+    assert sts["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert sts["spec"]["template"]["spec"]["containers"][0]["command"] == ["modelloop-collect"]
+    svc = get(cluster, namespace, "service", "cap-feedback")
+    assert svc is not None and svc["spec"]["clusterIP"] == "None"
+    dep = get(cluster, namespace, "deployment", "cap")
+    assert dep is not None
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]
+           ["env"]}
+    assert env["MODELLOOP_CAPTURE_URL"] == (
+        f"http://cap-collector-0.cap-feedback.{namespace}.svc:8080/v1/capture")
+    assert env["MODELLOOP_CAPTURE_SAMPLE_RATE"] == "0.5"
+
+    # Off again (monitoring without feedback checks): the collector goes, the sink stays.
+    obj = get(cluster, namespace, "modeldeployment", "cap")
+    assert obj is not None
+    spec = obj["spec"]
+    spec.pop("capture")
+    spec["monitoring"] = {"prometheusUrl": "http://prometheus.invalid:9090", "interval": "1h",
+                          "drift": {"max": 0.2}}
+    cluster.kubectl("patch", "modeldeployment", "cap", "-n", namespace, "--type=json", "-p",
+                    json.dumps([{"op": "replace", "path": "/spec", "value": spec}]))
+    operator.wait_for("collector removed", lambda: get(
+        cluster, namespace, "statefulset", "cap-collector") is None and get(
+        cluster, namespace, "service", "cap-feedback") is None, timeout=60)
+    wait_status(operator, cluster, namespace, "cap", "no capture status",
+                lambda s: "capture" not in s)
+    dep = get(cluster, namespace, "deployment", "cap")
+    assert dep is not None and "MODELLOOP_CAPTURE_URL" not in json.dumps(dep["spec"])
+
+
+def test_feedback_checks_without_capture_are_refused_at_admission(
+        cluster: ControlPlane, namespace: str, kwok_node: str) -> None:
+    manifest = model_deployment("nocap", node=kwok_node, model={"archiveUri": V1},
+                                monitoring={"prometheusUrl": "http://p:9090",
+                                            "accuracy": {"min": 0.8}})
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest),
+                             check=False)
+    assert result.returncode != 0
+    assert "need spec.capture" in result.stderr, result.stderr
