@@ -199,3 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     collector.close()  # closes the open segments: a clean stop leaves no .partial
     logger.info("stopped")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

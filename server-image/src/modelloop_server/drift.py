@@ -5,7 +5,11 @@ as the trainer binned the validation set (`modelloop_trainer.profile`, one defin
 both sides):
 
 - `class`: the predicted class;
-- `confidence`: the top softmax probability, in the profile's quantile bins.
+- `confidence`: the top softmax probability, in the profile's quantile bins;
+- `input`: the inputs themselves: each text's pooled encoder embedding, projected on the
+  profile's fixed principal components and binned per component (the profile's `inputs`
+  section); the figure is the mean PSI over components. It rises on out-of-domain text even
+  when the predicted classes do not move. A profile without that section has no input score.
 
 The live side is a sliding window over the most recent predictions (`PredictionWindow`), so
 the score follows the traffic instead of averaging over the server's whole life. A PSI over a
@@ -18,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelloop_trainer.profile import ReferenceProfile, population_stability_index
+from modelloop_trainer.profile import ReferenceProfile, input_psi, population_stability_index
 
 __all__ = ["DriftScores", "WindowCounts", "drift_scores", "fractions"]
 
@@ -29,6 +33,8 @@ class WindowCounts:
 
     classes: tuple[int, ...]
     confidence_bins: tuple[int, ...]
+    input_bins: tuple[tuple[int, ...], ...] = ()
+    """Per input component, the window's count in each bin (empty without an input profile)."""
 
     @property
     def samples(self) -> int:
@@ -42,6 +48,8 @@ class WindowCounts:
             )
         if any(c < 0 for c in (*self.classes, *self.confidence_bins)):
             raise ValueError("window counts cannot be negative")
+        if any(sum(component) != sum(self.classes) for component in self.input_bins):
+            raise ValueError("window input counts disagree with the class counts")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class DriftScores:
     samples: int
     class_psi: float | None
     confidence_psi: float | None
+    input_psi: float | None = None
 
 
 def fractions(counts: Sequence[int]) -> tuple[float, ...]:
@@ -76,8 +85,12 @@ def drift_scores(profile: ReferenceProfile, window: WindowCounts) -> DriftScores
         )
     if window.samples == 0:
         return DriftScores(samples=0, class_psi=None, confidence_psi=None)
+    inputs = None
+    if profile.inputs is not None and window.input_bins:
+        inputs = input_psi(profile.inputs, window.input_bins)
     return DriftScores(
         samples=window.samples,
+        input_psi=inputs,
         class_psi=population_stability_index(
             profile.class_fractions, fractions(window.classes)
         ),

@@ -117,6 +117,8 @@ class ModelMetrics:
             self._emit(DRIFT_PSI, "gauge", scores.class_psi, ["class"])
         if scores.confidence_psi is not None:
             self._emit(DRIFT_PSI, "gauge", scores.confidence_psi, ["confidence"])
+        if scores.input_psi is not None:
+            self._emit(DRIFT_PSI, "gauge", scores.input_psi, ["input"])
 
     def capture_dropped(self, reasons: Mapping[str, int]) -> None:
         """Capture records the worker could not hand to the collector, by reason."""

@@ -102,6 +102,7 @@ class TextClassificationHandler:
             num_confidence_bins=len(profile.confidence.counts),
             max_samples=self.settings.window_samples,
             max_age_s=self.settings.window_seconds,
+            input_bins=profile.inputs.bin_counts if profile.inputs is not None else (),
         )
         self._start_capture(context.model_name, model_dir)
         self.initialized = True
@@ -155,7 +156,7 @@ class TextClassificationHandler:
         texts = [text for _, request in valid for text in request.texts]
         if texts:
             try:
-                predictions = self.predict(texts)
+                predictions, input_bins = self.predict_batch(texts)
             except Exception:  # the model failed, not the client: answer 500, keep the worker
                 logger.exception("inference failed for a batch of %d texts", len(texts))
                 internal = RequestError(
@@ -177,22 +178,35 @@ class TextClassificationHandler:
                     if self._sampled():
                         captured.extend(self._capture_records(
                             request, mine, request_id, latency_ms))
-                self._observe(predictions)
+                self._observe(predictions, input_bins)
                 self._capture(captured)
         self._record_errors(errors)
         return [o for o in outcomes if o is not None]
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Class probabilities for `texts`, as label/confidence/scores."""
+        return self.predict_batch(texts)[0]
+
+    def predict_batch(self, texts: Sequence[str]) -> tuple[list[Prediction], list[tuple[int, ...]]]:
+        """Predictions for `texts` and, when the profile has an input section, each text's
+        input bins (from the same forward pass's pooled embeddings; else empty tuples)."""
         artifact = self._loaded()
         labels = artifact.labels
         chunk = self.settings.inference_batch
-        probabilities = torch.cat(
-            [artifact.predict_proba(texts[i : i + chunk]) for i in range(0, len(texts), chunk)]
-        )
+        inputs = artifact.reference_profile.inputs
+        parts: list[torch.Tensor] = []
+        bins: list[tuple[int, ...]] = []
+        for i in range(0, len(texts), chunk):
+            if inputs is None:
+                parts.append(artifact.predict_proba(texts[i : i + chunk]))
+                continue
+            probabilities, embeddings = artifact.predict_with_embeddings(texts[i : i + chunk])
+            parts.append(probabilities)
+            bins.extend(inputs.bins(embeddings))
+        probabilities = torch.cat(parts)
         confidence, index = probabilities.max(dim=1)
         rows = probabilities.tolist()
-        return [
+        predictions = [
             Prediction(
                 label=labels[int(i)],
                 confidence=round(float(c), 6),
@@ -200,6 +214,7 @@ class TextClassificationHandler:
             )
             for c, i, row in zip(confidence.tolist(), index.tolist(), rows, strict=True)
         ]
+        return predictions, bins or [() for _ in predictions]
 
     # --- capture: off the request path, never failing a request -------------------------
     def _sampled(self) -> bool:
@@ -231,7 +246,8 @@ class TextClassificationHandler:
             logger.exception("could not queue capture records")
 
     # --- metrics: failures are logged, never turned into failed requests ---------------
-    def _observe(self, predictions: Sequence[Prediction]) -> None:
+    def _observe(self, predictions: Sequence[Prediction],
+                 input_bins: Sequence[tuple[int, ...]]) -> None:
         artifact = self._loaded()
         if self.metrics is None or self.window is None:
             return
@@ -243,8 +259,8 @@ class TextClassificationHandler:
             )
             counts = self.window.record(
                 [
-                    Observation(index[p.label], profile.confidence_bin(p.confidence))
-                    for p in predictions
+                    Observation(index[p.label], profile.confidence_bin(p.confidence), bins)
+                    for p, bins in zip(predictions, input_bins, strict=True)
                 ],
                 now=time.time(),
             )
@@ -309,8 +325,9 @@ def _device(gpu_id: Any) -> str:
 
 def _profile_key(profile: ReferenceProfile) -> str:
     """A short fingerprint of the profile's bins: a window file is only reused for the same
-    labels and confidence bins (another model version gets a fresh window)."""
-    key = json.dumps([list(profile.labels), list(profile.confidence.edges)])
+    labels, confidence bins and input bins (another model version gets a fresh window)."""
+    inputs = [list(e) for e in profile.inputs.edges] if profile.inputs is not None else None
+    key = json.dumps([list(profile.labels), list(profile.confidence.edges), inputs])
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

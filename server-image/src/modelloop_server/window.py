@@ -24,12 +24,16 @@ DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_MAX_AGE_S = 3600.0
 _BUSY_TIMEOUT_S = 5.0
 
-_SCHEMA = """
+
+
+def _schema(input_components: int) -> str:
+    inputs = "".join(f",\n    in{j} INTEGER NOT NULL" for j in range(input_components))
+    return f"""
 CREATE TABLE IF NOT EXISTS predictions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
     class INTEGER NOT NULL,
-    confidence_bin INTEGER NOT NULL
+    confidence_bin INTEGER NOT NULL{inputs}
 );
 CREATE INDEX IF NOT EXISTS predictions_at ON predictions (at);
 """
@@ -41,13 +45,16 @@ class Observation:
 
     class_index: int
     confidence_bin: int
+    input_bins: tuple[int, ...] = ()
+    """The bin of each input component (empty when the profile has no input section)."""
 
 
 class PredictionWindow:
     """A count- and age-bounded window of predictions in a SQLite file.
 
-    `num_classes` and `num_confidence_bins` size the counts returned; observations outside
-    them are rejected, since they mean the caller binned against another profile.
+    `num_classes`, `num_confidence_bins` and `input_bins` (bins per input component) size
+    the counts returned; observations outside them are rejected, since they mean the caller
+    binned against another profile.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class PredictionWindow:
         num_confidence_bins: int,
         max_samples: int = DEFAULT_MAX_SAMPLES,
         max_age_s: float = DEFAULT_MAX_AGE_S,
+        input_bins: tuple[int, ...] = (),
     ) -> None:
         if num_classes < 1 or num_confidence_bins < 1:
             raise ValueError("a window needs at least one class and one confidence bin")
@@ -70,6 +78,7 @@ class PredictionWindow:
         self.num_confidence_bins = num_confidence_bins
         self.max_samples = max_samples
         self.max_age_s = max_age_s
+        self.input_bins = input_bins
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below), so that a
         # batch's insert, trim and count see one consistent window across processes.
@@ -78,7 +87,7 @@ class PredictionWindow:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=OFF")  # losing the window in a crash is fine
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_schema(len(input_bins)))
 
     def close(self) -> None:
         self._db.close()
@@ -92,12 +101,21 @@ class PredictionWindow:
                 raise ValueError(
                     f"confidence bin {obs.confidence_bin} outside 0..{self.num_confidence_bins - 1}"
                 )
+            if len(obs.input_bins) != len(self.input_bins) or any(
+                not 0 <= b < n for b, n in zip(obs.input_bins, self.input_bins, strict=True)
+            ):
+                raise ValueError(
+                    f"input bins {obs.input_bins} do not fit the window's {self.input_bins}"
+                )
         cur = self._db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            columns = "".join(f", in{j}" for j in range(len(self.input_bins)))
+            marks = ", ?" * len(self.input_bins)
             cur.executemany(
-                "INSERT INTO predictions (at, class, confidence_bin) VALUES (?, ?, ?)",
-                [(now, o.class_index, o.confidence_bin) for o in observations],
+                f"INSERT INTO predictions (at, class, confidence_bin{columns}) "
+                f"VALUES (?, ?, ?{marks})",
+                [(now, o.class_index, o.confidence_bin, *o.input_bins) for o in observations],
             )
             cur.execute("DELETE FROM predictions WHERE at < ?", (now - self.max_age_s,))
             cur.execute(
@@ -124,4 +142,11 @@ class PredictionWindow:
             "SELECT confidence_bin, COUNT(*) FROM predictions GROUP BY confidence_bin"
         ):
             bins[index] = n
-        return WindowCounts(classes=tuple(classes), confidence_bins=tuple(bins))
+        inputs = []
+        for j, size in enumerate(self.input_bins):
+            component = [0] * size
+            for index, n in cur.execute(f"SELECT in{j}, COUNT(*) FROM predictions GROUP BY in{j}"):
+                component[index] = n
+            inputs.append(tuple(component))
+        return WindowCounts(classes=tuple(classes), confidence_bins=tuple(bins),
+                            input_bins=tuple(inputs))

@@ -33,7 +33,7 @@ from transformers import (
 
 from modelloop_trainer import __version__
 from modelloop_trainer.errors import ArtifactError
-from modelloop_trainer.evaluate import predict_proba
+from modelloop_trainer.evaluate import predict_proba, predict_proba_and_embeddings
 from modelloop_trainer.profile import ReferenceProfile
 from modelloop_trainer.quantized_state import export_tensors, rebuild_quantized
 
@@ -65,6 +65,18 @@ class LoadedArtifact:
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         """Softmax probabilities (len(texts) x len(labels)), float32 on the CPU."""
         return predict_proba(
+            self.model,
+            self.tokenizer,
+            texts,
+            max_length=self.max_length,
+            batch_size=max(1, len(texts)),
+            device=_device_of(self.model),
+        )
+
+    def predict_with_embeddings(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`predict_proba` plus each text's pooled embedding (len(texts) x hidden size, float32
+        on the CPU) from the same forward pass: what the input-drift profile bins."""
+        return predict_proba_and_embeddings(
             self.model,
             self.tokenizer,
             texts,

@@ -27,10 +27,59 @@ def predict_proba(
     device: torch.device | None = None,
 ) -> torch.Tensor:
     """Softmax probabilities (N x K, float32, CPU) of `model` in eval mode."""
+    probabilities, _ = _predict(
+        model, tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device,
+        embeddings=False,
+    )
+    return probabilities
+
+
+def predict_proba_and_embeddings(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int = 32,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities (N x K) and pooled embeddings (N x d), both float32 on the CPU,
+    from one forward pass.
+
+    The embedding is the mean of the encoder's last hidden state over the non-padding tokens
+    (the input-drift profile's definition, `modelloop_trainer.profile`). It comes from the
+    model's own `hidden_states` output, so it is the encoder the model really runs: float,
+    dynamically quantized, pruned or a distilled student alike.
+    """
+    probabilities, embeddings = _predict(
+        model, tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device,
+        embeddings=True,
+    )
+    assert embeddings is not None
+    return probabilities, embeddings
+
+
+def pooled_embeddings(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean over tokens of a B x T x d hidden state, in float32."""
+    mask = attention_mask.to(hidden.device).unsqueeze(-1).float()
+    return (hidden.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+def _predict(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int,
+    device: torch.device | None,
+    embeddings: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     device = device or torch.device("cpu")
     was_training = model.training
     model.eval()
     outputs: list[torch.Tensor] = []
+    pooled: list[torch.Tensor] = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
@@ -40,10 +89,23 @@ def predict_proba(
                 padding=True,
                 return_tensors="pt",
             )
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            inputs = {k: v.to(device) for k, v in batch.items()}
+            if not embeddings:
+                logits = model(**inputs).logits
+            else:
+                out = model(**inputs, output_hidden_states=True)
+                logits = out.logits
+                if not out.hidden_states:
+                    raise ValueError(f"{type(model).__name__} returns no hidden states")
+                pooled.append(
+                    pooled_embeddings(out.hidden_states[-1], inputs["attention_mask"]).cpu()
+                )
             outputs.append(torch.softmax(logits.float(), dim=-1).cpu())
     model.train(was_training)
-    return torch.cat(outputs) if outputs else torch.empty(0, 0)
+    probabilities = torch.cat(outputs) if outputs else torch.empty(0, 0)
+    if not embeddings:
+        return probabilities, None
+    return probabilities, torch.cat(pooled) if pooled else torch.empty(0, 0)
 
 
 def classification_metrics(

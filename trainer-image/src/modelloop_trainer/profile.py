@@ -15,8 +15,11 @@ bins give each bin about the same reference mass, the usual set-up for PSI.
 from __future__ import annotations
 
 import bisect
+import functools
+import itertools
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,14 @@ DEFAULT_CONFIDENCE_BINS = 10
 # Fractions are floored at this value before PSI so that an empty bin gives a large but finite
 # contribution instead of an infinite one (the usual convention for PSI).
 PSI_EPSILON = 1e-4
+DEFAULT_INPUT_COMPONENTS = 8
+DEFAULT_INPUT_BINS = 10
+# Significant digits stored for the projection (mean and components) and the input bin edges.
+# The validation projections are binned with the *rounded* values, so what the server
+# computes from the stored numbers is exactly what the reference counts describe.
+_PROJECTION_DIGITS = 4
+_EDGE_DIGITS = 6
+POOLING = "mean of the last hidden state over non-padding tokens, float32"
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class ReferenceProfile:
     confidence_std: float
     confidence_quantiles: dict[str, float]
     accuracy: float | None = None
+    inputs: InputProfile | None = None
 
     @property
     def class_fractions(self) -> tuple[float, ...]:
@@ -68,7 +80,7 @@ class ReferenceProfile:
         return confidence_bin(self.confidence.edges, confidence)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "v": PROFILE_VERSION,
             "samples": self.samples,
             "labels": list(self.labels),
@@ -88,6 +100,9 @@ class ReferenceProfile:
             },
             "validation": {"accuracy": self.accuracy},
         }
+        if self.inputs is not None:
+            data["inputs"] = self.inputs.to_json()
+        return data
 
     @classmethod
     def from_json(
@@ -108,6 +123,8 @@ class ReferenceProfile:
                 counts=tuple(int(x) for x in hist["counts"]),
             )
             accuracy = data.get("validation", {}).get("accuracy")
+            raw_inputs = data.get("inputs")
+            inputs = None if raw_inputs is None else InputProfile.from_json(raw_inputs)
             profile = cls(
                 labels=labels,
                 samples=int(data["samples"]),
@@ -117,6 +134,7 @@ class ReferenceProfile:
                 confidence_std=float(conf["std"]),
                 confidence_quantiles={k: float(v) for k, v in conf["quantiles"].items()},
                 accuracy=None if accuracy is None else float(accuracy),
+                inputs=inputs,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{source}: malformed ({exc!r})") from exc
@@ -129,7 +147,7 @@ class ReferenceProfile:
         return profile
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        path.write_text(_dumps(self.to_json()))
 
     @classmethod
     def load(cls, path: Path) -> ReferenceProfile:
@@ -148,11 +166,15 @@ def build_reference_profile(
     *,
     targets: torch.Tensor | None = None,
     bins: int = DEFAULT_CONFIDENCE_BINS,
+    embeddings: torch.Tensor | None = None,
+    input_components: int = DEFAULT_INPUT_COMPONENTS,
+    input_bins: int = DEFAULT_INPUT_BINS,
 ) -> ReferenceProfile:
     """Summarise softmax outputs `probabilities` (N x K) into a profile.
 
     `targets`, when given, adds the validation accuracy (for humans reading the profile; drift
-    detection does not need it).
+    detection does not need it). `embeddings` (N x d, the same texts' pooled embeddings from
+    the same forward pass), when given, adds the input section (`build_input_profile`).
     """
     if probabilities.ndim != 2 or probabilities.shape[1] != len(labels):
         raise ValueError(
@@ -173,6 +195,15 @@ def build_reference_profile(
     accuracy = None
     if targets is not None:
         accuracy = float((predicted == targets.cpu()).double().mean())
+    inputs = None
+    # Two texts are the fewest a spread (and so a projection) can be estimated from.
+    if embeddings is not None and embeddings.shape[0] >= 2:
+        if embeddings.ndim != 2 or embeddings.shape[0] != probs.shape[0]:
+            raise ValueError(
+                f"embeddings of shape {tuple(embeddings.shape)} do not match "
+                f"{probs.shape[0]} predictions"
+            )
+        inputs = build_input_profile(embeddings, components=input_components, bins=input_bins)
     return ReferenceProfile(
         labels=tuple(labels),
         samples=int(probs.shape[0]),
@@ -182,6 +213,7 @@ def build_reference_profile(
         confidence_std=float(confidence.std(unbiased=False)),
         confidence_quantiles=dict(zip(quantile_points, q, strict=True)),
         accuracy=accuracy,
+        inputs=inputs,
     )
 
 
@@ -226,3 +258,240 @@ def population_stability_index(
 
 def _rounded(values: Sequence[float]) -> list[float]:
     return [round(v, 6) for v in values]
+
+
+@dataclass(frozen=True)
+class InputProfile:
+    """Where the validation texts lie in the model's embedding space, in PSI-ready bins.
+
+    `mean` (d) and `components` (k x d, orthonormal rows) define the projection
+    `(embedding - mean) @ components.T`; component j's values are cut at `edges[j]` (interior
+    edges, ascending; the outer bins are open-ended, so an out-of-range value still has a
+    bin), and `counts[j]` (len(edges[j]) + 1) are the validation projections in each bin.
+    """
+
+    mean: tuple[float, ...]
+    components: tuple[tuple[float, ...], ...]
+    edges: tuple[tuple[float, ...], ...]
+    counts: tuple[tuple[int, ...], ...]
+    samples: int
+
+    @property
+    def dim(self) -> int:
+        return len(self.mean)
+
+    @property
+    def bin_counts(self) -> tuple[int, ...]:
+        """Number of bins of each component (ties in the projections can merge bins)."""
+        return tuple(len(c) for c in self.counts)
+
+    @property
+    def fractions(self) -> tuple[tuple[float, ...], ...]:
+        return tuple(tuple(n / self.samples if self.samples else 0.0 for n in c)
+                     for c in self.counts)
+
+    @functools.cached_property
+    def _tensors(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        mean = torch.tensor(self.mean, dtype=torch.float64)
+        components = torch.tensor(self.components, dtype=torch.float64).reshape(-1, self.dim)
+        edges = [torch.tensor(e, dtype=torch.float64) for e in self.edges]
+        return mean, components, edges
+
+    def project(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """N x d embeddings -> N x k projections (float64, CPU)."""
+        mean, components, _ = self._tensors
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(
+                f"embeddings of shape {tuple(embeddings.shape)} do not match the input "
+                f"profile's dimension {self.dim}"
+            )
+        x = embeddings.detach().to(device="cpu", dtype=torch.float64)
+        return (x - mean) @ components.T
+
+    def bins(self, embeddings: torch.Tensor) -> list[tuple[int, ...]]:
+        """Per text, the bin of each of its k projections (same rule as the reference)."""
+        return input_bins(self, embeddings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pooling": POOLING,
+            "samples": self.samples,
+            "dim": self.dim,
+            "projection": {"mean": list(self.mean), "components": [list(c) for c in
+                                                                  self.components]},
+            "histograms": [
+                {"edges": list(e), "counts": list(c), "fractions": _rounded(f)}
+                for e, c, f in zip(self.edges, self.counts, self.fractions, strict=True)
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputProfile:
+        """Raises KeyError/TypeError/ValueError on malformed data (the caller names the file)."""
+        mean = tuple(float(x) for x in data["projection"]["mean"])
+        components = tuple(
+            tuple(float(x) for x in row) for row in data["projection"]["components"]
+        )
+        histograms = data["histograms"]
+        edges = tuple(tuple(float(x) for x in h["edges"]) for h in histograms)
+        counts = tuple(tuple(int(x) for x in h["counts"]) for h in histograms)
+        profile = cls(
+            mean=mean, components=components, edges=edges, counts=counts,
+            samples=int(data["samples"]),
+        )
+        if not components or any(len(row) != len(mean) for row in components):
+            raise ValueError(f"input projection is not k x {len(mean)}")
+        if len(histograms) != len(components):
+            raise ValueError(f"{len(histograms)} input histograms for {len(components)} components")
+        for e, c in zip(edges, counts, strict=True):
+            if len(c) != len(e) + 1 or any(b <= a for a, b in itertools.pairwise(e)):
+                raise ValueError("input histogram edges must ascend, with one bin more than edges")
+            if sum(c) != profile.samples:
+                raise ValueError("input histogram counts do not add up to the samples")
+        return profile
+
+
+def build_input_profile(
+    embeddings: torch.Tensor,
+    *,
+    components: int = DEFAULT_INPUT_COMPONENTS,
+    bins: int = DEFAULT_INPUT_BINS,
+) -> InputProfile:
+    """The input section from the validation texts' pooled embeddings (N x d).
+
+    PCA (in float64) keeps the top `components` directions (fewer when N - 1 or d is
+    smaller); each projection is cut at its own quantiles into `bins` bins.
+    """
+    if components < 1 or bins < 1:
+        raise ValueError("components and bins must be >= 1")
+    if embeddings.ndim != 2 or embeddings.shape[0] < 2 or embeddings.shape[1] < 1:
+        raise ValueError(
+            f"an input profile needs N >= 2 embeddings (N x d), got {tuple(embeddings.shape)}"
+        )
+    x = embeddings.detach().to(device="cpu", dtype=torch.float64)
+    n, d = x.shape
+    mean = x.mean(dim=0)
+    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    k = min(components, d, n - 1)
+    top = vh[:k]
+    # A component's sign is arbitrary; fix it (largest entry positive) so rebuilding the same
+    # profile gives the same numbers.
+    signs = torch.sign(top.gather(1, top.abs().argmax(dim=1, keepdim=True)))
+    top = top * torch.where(signs == 0, torch.ones_like(signs), signs)
+    rounded_mean = tuple(_significant(v, _PROJECTION_DIGITS) for v in mean.tolist())
+    rounded_components = tuple(
+        tuple(_significant(v, _PROJECTION_DIGITS) for v in row) for row in top.tolist()
+    )
+    unbinned = InputProfile(
+        mean=rounded_mean, components=rounded_components, edges=((),) * k,
+        counts=((n,),) * k, samples=n,
+    )
+    projections = unbinned.project(x)
+    edges = tuple(
+        tuple(open_quantile_edges(projections[:, j].tolist(), bins)) for j in range(k)
+    )
+    binned = InputProfile(
+        mean=rounded_mean, components=rounded_components, edges=edges,
+        counts=tuple((0,) * (len(e) + 1) for e in edges), samples=n,
+    )
+    return InputProfile(
+        mean=rounded_mean,
+        components=rounded_components,
+        edges=edges,
+        counts=bin_counts(binned, binned.bins(x)),
+        samples=n,
+    )
+
+
+def open_quantile_edges(values: Sequence[float], bins: int) -> list[float]:
+    """The `bins - 1` interior edges at the quantiles of `values` (rounded, ties collapsed).
+
+    With `input_bin`'s rule (a value equal to an edge goes in the bin above), each of the
+    `bins` bins holds about the same share of `values`; the outer bins are open-ended.
+    """
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    ordered = sorted(values)
+    edges: list[float] = []
+    for i in range(1, bins):
+        v = _significant(ordered[min(len(ordered) - 1, (i * len(ordered)) // bins)], _EDGE_DIGITS)
+        if v > ordered[0] and (not edges or v > edges[-1]):
+            edges.append(v)
+    return edges
+
+
+def input_bin(edges: Sequence[float], value: float) -> int:
+    """Index of the bin of `value`: 0 below edges[0], i for edges[i-1] <= value < edges[i],
+    len(edges) at or above edges[-1]."""
+    return bisect.bisect_right(edges, value)
+
+
+def input_bins(profile: InputProfile, embeddings: torch.Tensor) -> list[tuple[int, ...]]:
+    """Per row of `embeddings` (N x d), the tuple of its k bin indices."""
+    _, _, edges = profile._tensors
+    projections = profile.project(embeddings)
+    if projections.shape[0] == 0:
+        return []
+    # searchsorted(right=True) is bisect_right, i.e. `input_bin`, for a whole column at once.
+    columns = [
+        torch.searchsorted(e, projections[:, j].contiguous(), right=True)
+        for j, e in enumerate(edges)
+    ]
+    return [tuple(int(v) for v in row) for row in torch.stack(columns, dim=1).tolist()]
+
+
+def bin_counts(profile: InputProfile,
+               binned: Sequence[Sequence[int]]) -> tuple[tuple[int, ...], ...]:
+    """Per component, how many of `binned` (from `input_bins`) fall in each bin."""
+    counts = [[0] * n for n in profile.bin_counts]
+    for row in binned:
+        if len(row) != len(counts):
+            raise ValueError(f"{len(row)} input bins for {len(counts)} components")
+        for j, b in enumerate(row):
+            counts[j][b] += 1
+    return tuple(tuple(c) for c in counts)
+
+
+def component_psis(profile: InputProfile, counts: Sequence[Sequence[int]]) -> list[float] | None:
+    """PSI of each component's window counts against the reference; None for no samples."""
+    if len(counts) != len(profile.counts) or any(
+        len(c) != len(r) for c, r in zip(counts, profile.counts, strict=False)
+    ):
+        raise ValueError(
+            f"window input bins {[len(c) for c in counts]} do not match the profile's "
+            f"{list(profile.bin_counts)}"
+        )
+    if not counts or sum(counts[0]) == 0:
+        return None
+    return [
+        population_stability_index(ref, tuple(n / sum(c) for n in c))
+        for ref, c in zip(profile.fractions, counts, strict=True)
+    ]
+
+
+def input_psi(profile: InputProfile, counts: Sequence[Sequence[int]]) -> float | None:
+    """One input-drift figure for a window's per-component counts; None for an empty window.
+
+    The mean over components, not the max: on BBC News vs Rotten Tomatoes (docs/metrics.md)
+    both separate, but the max of k noisy PSIs inflates in-domain noise the most.
+    """
+    psis = component_psis(profile, counts)
+    if psis is None:
+        return None
+    return sum(psis) / len(psis)
+
+
+def _significant(value: float, digits: int) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+_NUMBER_LIST = re.compile(r"\[\s*(-?[0-9][-+0-9.eE]*(?:,\s*-?[0-9][-+0-9.eE]*)*)\s*\]")
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    """Indented JSON with each list of numbers on one line (the input projection is a few
+    thousand numbers; one per line would triple the file)."""
+    text = json.dumps(data, indent=2)
+    return _NUMBER_LIST.sub(
+        lambda m: "[" + ", ".join(part.strip() for part in m.group(1).split(",")) + "]", text
+    ) + "\n"

@@ -30,7 +30,11 @@ from modelloop_trainer.cli import ArgumentParser, add_termination_flag, run_comm
 from modelloop_trainer.datasets import DatasetSpec, Splits, load_splits
 from modelloop_trainer.distributed import World, init_world, shutdown_world
 from modelloop_trainer.errors import GateMissedError, InputError
-from modelloop_trainer.evaluate import METRICS, evaluate_probabilities, predict_proba
+from modelloop_trainer.evaluate import (
+    METRICS,
+    evaluate_probabilities,
+    predict_proba_and_embeddings,
+)
 from modelloop_trainer.loop import (
     LoopResult,
     LoopSettings,
@@ -247,7 +251,8 @@ def _finish(
 ) -> dict[str, Any]:
     """Rank 0: evaluate, write the artifact, apply the gate; returns the summary."""
     progress.event("evaluate", f"evaluating on {len(splits.validation)} validation examples")
-    probabilities = predict_proba(
+    # One pass gives the metrics' probabilities and the input profile's embeddings.
+    probabilities, embeddings = predict_proba_and_embeddings(
         model,
         tokenizer,
         splits.validation.texts,
@@ -267,7 +272,7 @@ def _finish(
         "worldSize": world.world_size,
     }
     profile = build_reference_profile(
-        probabilities, splits.label_names, targets=torch.tensor(targets)
+        probabilities, splits.label_names, targets=torch.tensor(targets), embeddings=embeddings
     )
     lineage = {"baseModel": args.model_uri, "dataset": args.dataset_uri}
     staging = (

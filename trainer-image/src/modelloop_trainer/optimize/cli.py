@@ -30,7 +30,7 @@ from modelloop_trainer.artifact import (
 from modelloop_trainer.cli import ArgumentParser, add_termination_flag, run_command
 from modelloop_trainer.datasets import Splits, load_splits
 from modelloop_trainer.errors import InputError, RejectedError
-from modelloop_trainer.evaluate import predict_proba
+from modelloop_trainer.evaluate import predict_proba_and_embeddings
 from modelloop_trainer.optimize.distill import distill
 from modelloop_trainer.optimize.measure import Measurement, MeasureSettings, measure_pair
 from modelloop_trainer.optimize.package import (
@@ -268,10 +268,14 @@ def _save_optimized(
     args: argparse.Namespace,
 ) -> None:
     """Write the optimized artifact with a reference profile of the *optimized* model (its
-    confidences differ from the baseline's, and drift is measured against what is served)."""
-    probabilities = predict_proba(model, baseline.tokenizer, texts, max_length=baseline.max_length)
+    confidences differ from the baseline's, and drift is measured against what is served).
+    The input section too comes from the optimized model's own embeddings: a distilled
+    student's encoder, or a quantized one, does not embed texts where the baseline did."""
+    probabilities, embeddings = predict_proba_and_embeddings(
+        model, baseline.tokenizer, texts, max_length=baseline.max_length
+    )
     profile = build_reference_profile(
-        probabilities, baseline.labels, targets=torch.tensor(list(targets))
+        probabilities, baseline.labels, targets=torch.tensor(list(targets)), embeddings=embeddings
     )
     lineage = dict(baseline.manifest.get("lineage", {}))
     lineage["parent"] = args.model_uri
