@@ -31,7 +31,7 @@ class CaptureClient:
     """A background sender of capture records to `url` (the collector's /v1/capture)."""
 
     def __init__(self, url: str, *, queue_size: int = 10_000, batch: int = 512,
-                 max_bytes: int = 4 * 1024 * 1024, flush_s: float = 0.2,
+                 max_bytes: int = 4 * 1024 * 1024, flush_s: float = 1.0,
                  timeout_s: float = 5.0) -> None:
         self.url = url
         self.batch = batch

@@ -65,8 +65,12 @@ class CaptureIndex:
     def close(self) -> None:
         self._db.close()
 
-    def add(self, records: Sequence[CaptureRecord], *, now: float) -> int:
-        """Index `records`; returns how many were new (a repeated request id is ignored)."""
+    def add(self, records: Sequence[CaptureRecord], *, now: float,
+            lines: Sequence[bytes] | None = None) -> int:
+        """Index `records` (``lines``: their JSON, when the caller has it already); returns
+        how many were new (a repeated request id is ignored)."""
+        encoded = lines if lines is not None else [json.dumps(r.to_json()).encode()
+                                                  for r in records]
         cur = self._db.cursor()
         cur.execute("BEGIN")
         try:
@@ -74,8 +78,8 @@ class CaptureIndex:
             cur.executemany(
                 "INSERT OR IGNORE INTO captures (request_id, at, version, record)"
                 " VALUES (?, ?, ?, ?)",
-                [(r.request_id, now, r.model.version, json.dumps(r.to_json()))
-                 for r in records])
+                [(r.request_id, now, r.model.version, line.decode().strip())
+                 for r, line in zip(records, encoded, strict=True)])
             added = self._db.total_changes - before
             cur.execute("COMMIT")
         except BaseException:

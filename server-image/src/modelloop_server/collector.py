@@ -165,12 +165,14 @@ class Collector:
     def ingest(self, body: bytes) -> tuple[int, list[str]]:
         """Write the capture records of a JSON-lines body; (written, problems)."""
         records: list[CaptureRecord] = []
+        lines: list[bytes] = []  # written as received: validated, never re-encoded
         problems: list[str] = []
         for number, line in enumerate(body.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 records.append(parse_capture(json.loads(line)))
+                lines.append(line.strip() + b"\n")
             except (ValueError, RecordError) as exc:
                 problems.append(f"line {number}: {exc}")
         if problems:
@@ -180,11 +182,11 @@ class Collector:
         with self._lock:
             now = self._clock()
             try:
-                self._captures.append([encode(r.to_json()) for r in records])
+                self._captures.append(lines)
             except OSError:
                 self.metrics.capture_rejected.labels("sink_error").inc(len(records))
                 raise
-            self._index.add(records, now=now)
+            self._index.add(records, now=now, lines=lines)
             for record in records:
                 self._model_names.add(record.model.name)
                 self.metrics.version_seen(record.model.version, record.labels)
