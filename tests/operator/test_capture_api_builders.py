@@ -72,6 +72,7 @@ def test_the_collector_is_one_pod_writing_the_sink() -> None:
     env = env_of(container)
     assert env["MODELLOOP_COLLECT_SINK"] == "pvc://models/captures/bbc"
     assert env["MODELLOOP_COLLECT_DEPLOYMENT"] == "bbc"
+    assert env["MODELLOOP_COLLECT_ADDRESS"] == "$(POD_IP)"  # its own address, as the servers
     assert env["MODELLOOP_COLLECT_SEGMENT_BYTES"] == str(2**20)
     assert env["MODELLOOP_COLLECT_SEGMENT_SECONDS"] == "120"
     assert env["MODELLOOP_COLLECT_RETENTION_SECONDS"] == str(48 * 3600)

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -165,6 +166,10 @@ def make_handler(collector: Collector, *, max_body: int) -> type[BaseHTTPRequest
     return Handler
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", stream=sys.stdout)
@@ -174,8 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StorageError, OSError, ValueError) as exc:
         print(f"modelloop-collect: {exc}", file=sys.stderr)
         return 2
-    server = ThreadingHTTPServer((args.address, args.port),
-                                 make_handler(collector, max_body=args.max_body_bytes))
+    server_class = _IPv6Server if ":" in args.address else ThreadingHTTPServer
+    server = server_class((args.address, args.port),
+                          make_handler(collector, max_body=args.max_body_bytes))
     server.daemon_threads = True
     stop = threading.Event()
 

@@ -80,7 +80,12 @@ def _env(owner: Owner, capture: CaptureSpec, sink: str) -> list[dict[str, Any]]:
         "HOME": TMP_DIR,
         "PYTHONUNBUFFERED": "1",
     }
-    env = [{"name": k, "value": v} for k, v in values.items()]
+    # Bound to the pod's own address, as the model servers are (pods that share a host's
+    # network, like the local pod runner's, cannot all take 0.0.0.0:8080).
+    env: list[dict[str, Any]] = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "MODELLOOP_COLLECT_ADDRESS", "value": "$(POD_IP)"},
+        *({"name": k, "value": v} for k, v in values.items())]
     if uri_scheme(sink) not in ("pvc", "file"):
         env.append({"name": "MODELLOOP_COLLECT_STATE_DIR", "value": STATE_DIR})
     return env
