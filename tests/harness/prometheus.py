@@ -1,16 +1,18 @@
 """A real Prometheus for tests, and a metric source it scrapes whose values tests set.
 
-``PrometheusServer`` runs Debian's ``prometheus`` binary (apt package ``prometheus``,
-``/usr/bin/prometheus``) on loopback with a temporary config and TSDB, scraping every
-``scrape_interval`` (1 s by default). ``TestExporter`` is a tiny ``http.server`` that serves
+``PrometheusServer`` runs the ``prometheus`` binary that ``hack/build-cluster-binaries.sh
+prometheus`` builds from the pinned Go module (hack/go/prometheus) and caches in
+``$MODELLOOP_CACHE/bin/prometheus-<version>/`` (``make test`` and ``make demo`` build it) on
+loopback with a temporary config and TSDB, scraping every ``scrape_interval`` (1 s by
+default). ``TestExporter`` is a tiny ``http.server`` that serves
 ``/metrics`` in the Prometheus text format from a dict the test changes at will: it plays
 the model servers. Its series carry the labels Kubernetes service discovery would give a
 real pod (``namespace``, ``pod``) and the server image's own (``model_name``); the scrape
 config uses ``honor_labels`` so they reach Prometheus unchanged.
 
-When the binary is missing, ``require_prometheus()`` skips with the reason (what to
-install); with ``MODELLOOP_REQUIRE_CLUSTER=1`` (CI) it fails instead, so CI cannot pass
-by skipping.
+When the binary is missing, ``require_prometheus()`` fails (it never skips, in any tier)
+with the step that builds it: the project's own setup provides it, so a missing binary is
+a broken setup, not an optional extra.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 import urllib.error
@@ -32,32 +35,69 @@ from typing import Any
 
 import pytest
 
+from tests.harness.binaries import BUILD_SCRIPT
 from tests.harness.processes import Component, free_port
 
-PROMETHEUS_PACKAGE = "prometheus"
-"""Debian package providing the binary (``apt-get install -y prometheus``)."""
+BUILD_STEP = "bash hack/build-cluster-binaries.sh prometheus"
+"""The step that builds (or reuses) the binary; part of ``make test`` and ``make demo``."""
 
 Labels = tuple[tuple[str, str], ...]
 
 
+_cached: dict[str, str] = {}
+"""The build script's answer, once it named an existing file (it costs a subprocess)."""
+
+
+def cached_prometheus() -> str | None:
+    """The binary built by ``hack/build-cluster-binaries.sh`` if it is built and current.
+
+    Asks the script (``--paths prometheus``, which builds nothing), the one place that knows
+    the pinned version and the cache layout, as tests/harness/binaries.py does.
+    """
+    key = os.environ.get("MODELLOOP_CACHE", "")
+    if key in _cached and Path(_cached[key]).is_file():
+        return _cached[key]
+    if not BUILD_SCRIPT.is_file():
+        return None
+    bash = shutil.which("bash") or "/bin/bash"
+    result = subprocess.run([bash, str(BUILD_SCRIPT), "--paths", "prometheus"],
+                            capture_output=True, text=True, check=False, timeout=120)
+    for line in result.stdout.splitlines():
+        name, sep, value = line.partition("=")
+        if result.returncode == 0 and sep and name == "prometheus" and Path(value).is_file():
+            _cached[key] = value
+            return value
+    return None
+
+
 def prometheus_binary() -> str | None:
-    """Path of the prometheus binary (``MODELLOOP_PROMETHEUS`` overrides), or None."""
+    """Path of the prometheus binary, or None.
+
+    ``MODELLOOP_PROMETHEUS`` overrides; then the cached build (:func:`cached_prometheus`);
+    then ``prometheus`` on PATH.
+    """
     override = os.environ.get("MODELLOOP_PROMETHEUS")
     if override:
         return override if Path(override).is_file() else None
-    return shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").is_file() else None)
+    return cached_prometheus() or shutil.which("prometheus")
+
+
+def missing_prometheus_message() -> str:
+    """Why there is no binary and the step that provides it."""
+    override = os.environ.get("MODELLOOP_PROMETHEUS")
+    if override:
+        return (f"prometheus binary not available: MODELLOOP_PROMETHEUS={override} is not a "
+                f"file (unset it to use the cached build from `{BUILD_STEP}`)")
+    return (f"prometheus binary not available (not built, or stale): run `{BUILD_STEP}` "
+            f"(part of `make test` and `make demo`; cold build ~6 min on 2 cores) or set "
+            f"MODELLOOP_PROMETHEUS")
 
 
 def require_prometheus() -> str:
-    """The binary, or skip (fail under ``MODELLOOP_REQUIRE_CLUSTER=1``) saying why."""
+    """The binary, or fail naming the step that builds it (never a skip)."""
     found = prometheus_binary()
     if found is None:
-        why = (f"prometheus binary not found: apt-get install -y {PROMETHEUS_PACKAGE} "
-               f"(/usr/bin/prometheus) or set MODELLOOP_PROMETHEUS")
-        if os.environ.get("MODELLOOP_REQUIRE_CLUSTER") == "1":
-            pytest.fail(f"MODELLOOP_REQUIRE_CLUSTER=1 but {why}", pytrace=False)
-        pytest.skip(why)
+        pytest.fail(missing_prometheus_message(), pytrace=False)
     return found
 
 
@@ -146,7 +186,7 @@ class TestExporter:
 
 @dataclass
 class PrometheusServer:
-    """Debian's prometheus on loopback, scraping ``targets`` every ``scrape_interval``."""
+    """Prometheus on loopback, scraping ``targets`` every ``scrape_interval``."""
 
     workdir: Path
     targets: list[str]
@@ -223,8 +263,8 @@ class PrometheusServer:
 @contextmanager
 def prometheus_scraping_exporter(workdir: Path) -> Iterator[tuple[PrometheusServer,
                                                                   TestExporter]]:
-    """A started exporter and a Prometheus scraping it every second (skips without the
-    binary); both stopped on exit."""
+    """A started exporter and a Prometheus scraping it every second (fails without the
+    binary, naming the step that builds it); both stopped on exit."""
     require_prometheus()
     exporter = TestExporter()
     exporter.start()

@@ -1,5 +1,6 @@
 """The Prometheus client and the built-in checks' PromQL against a real Prometheus
-(Debian's binary, scraping a test exporter every second), plus the answer parser alone.
+(the binary hack/build-cluster-binaries.sh builds from its Go module, scraping a test
+exporter every second), plus the answer parser alone.
 
 The built-in queries are only worth something if they select exactly one deployment's
 pods and compute the number the docs promise, so they are run, not string-compared.
