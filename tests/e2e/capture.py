@@ -11,6 +11,7 @@ Steps (each waits for the promised transition, asserting nothing: the test does)
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -106,10 +107,16 @@ def run(stack: Stack, prom: Prometheus, *, archive: str) -> Observed:
     seen.single = post_json(f"http://{address}:8080/predictions/{model}",
                             {"text": held_out.texts[0]}, headers={"X-Request-Id": "e2e-1"})
 
+    captured = [1]  # the single request above
+
     def labelled_batch(texts: list[str], labels: list[str], *, wrong: bool) -> None:
         status, body, _ = post_json(f"http://{address}:8080/predictions/{model}",
                                     {"texts": texts})
         assert status == 200, body
+        # Feedback joins captures the collector has: the servers send theirs within a second.
+        captured[0] += len(texts)
+        stack.wait_for(f"{captured[0]} captures at the collector", lambda: _collector_metric(
+            collector, "modelloop_captured_total") >= captured[0], timeout=60)
         items = []
         for prediction, truth in zip(body["predictions"], labels, strict=True):
             label = truth
@@ -126,7 +133,9 @@ def run(stack: Stack, prom: Prometheus, *, archive: str) -> Observed:
     seen.healthy = stack.wait_for("accuracy Healthy", lambda: _check(stack, "accuracy",
                                                                      "Healthy"), timeout=180)
     seen.first_accuracy = _check_value(seen.healthy, "accuracy")
-    input_query = f'max(modelloop_drift_psi{{distribution="input",namespace="{ns}"}})'
+    # this deployment's pods only: the quickstart's own deployment serves in the namespace too
+    pods = f'namespace="{ns}",pod=~"{NAME}-[a-z0-9]+-[a-z0-9]+"'
+    input_query = f'max(modelloop_drift_psi{{distribution="input",{pods}}})'
     seen.in_domain_input_psi = stack.wait_for("the input PSI in Prometheus", lambda: (
         lambda v: (v,) if v is not None else None)(prom.value(input_query)), timeout=60)[0]
 
@@ -150,7 +159,7 @@ def run(stack: Stack, prom: Prometheus, *, archive: str) -> Observed:
     seen.out_of_domain_input_psi = stack.wait_for("input PSI over its bound", input_psi_over,
                                                   timeout=120)
     seen.out_of_domain_class_psi = prom.value(
-        f'max(modelloop_drift_psi{{distribution="class",namespace="{ns}"}})')
+        f'max(modelloop_drift_psi{{distribution="class",{pods}}})')
 
     sink = stack.models_dir / SINK_PATH
     seen.captures = stack.wait_for("closed capture segments", lambda: _records(
@@ -161,13 +170,50 @@ def run(stack: Stack, prom: Prometheus, *, archive: str) -> Observed:
 
 
 def remove(stack: Stack) -> None:
-    stack.kubectl("delete", "modeldeployment", NAME, "--wait=true", "--timeout=120s",
-                  check=False)
+    """Delete the deployment and wait for its pods to be gone (they hold CPU and metrics)."""
+    stack.kubectl("delete", "-n", stack.namespace, "modeldeployment", NAME, "--wait=true",
+                  "--timeout=120s")
+
+    def left() -> list[str]:
+        return [f"{p['metadata']['name']} {p['status'].get('phase')} deleting since "
+                f"{p['metadata'].get('deletionTimestamp')} owners "
+                f"{[o['kind'] for o in p['metadata'].get('ownerReferences', [])]}"
+                for p in stack.list("pods", f"modelloop.dev/modeldeployment={NAME}")]
+
+    deadline = time.monotonic() + 120
+    while (pods := left()) and time.monotonic() < deadline:
+        time.sleep(1)
+    if pods:
+        raise AssertionError(f"pods of {NAME} still there 120 s after its deletion: {pods}")
 
 
 def _post_feedback(url: str, items: list[Json]) -> tuple[int, Json]:
     status, body, _ = post_json(url, {"feedback": items})
     return status, body
+
+
+def _collector_metric(address: str, name: str) -> float:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{address}:{COLLECTOR_PORT}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def diagnose(stack: Stack) -> str:
+    """What to look at when a step timed out: the analysis, the collector's counters."""
+    obj = stack.get("modeldeployment", NAME)
+    lines = [f"analysis: {json.dumps(loop.dig(obj, 'status', 'analysis'))}",
+             f"capture: {json.dumps(loop.dig(obj, 'status', 'capture'))}"]
+    address = _collector_ip(stack)
+    if address:
+        for name in ("modelloop_captured_total", "modelloop_feedback_total",
+                     "modelloop_feedback_rejected_total", "modelloop_capture_rejected_total"):
+            try:
+                lines.append(f"{name}: {_collector_metric(address, name)}")
+            except OSError as exc:
+                lines.append(f"{name}: {exc}")
+    return "\n".join(lines)
 
 
 def _collector_ip(stack: Stack) -> str | None:

@@ -35,8 +35,10 @@ SHIFTED_BATCHES = 10
 
 
 def drift_query(namespace: str) -> str:
-    """The largest class-distribution PSI of any serving pod, as Prometheus has it."""
-    return f'max(modelloop_drift_psi{{distribution="class",namespace="{namespace}"}})'
+    """The largest class-distribution PSI of this deployment's serving pods (both tracks),
+    as Prometheus has it: other deployments of the namespace are not its business."""
+    pods = f"{DEPLOYMENT}(-canary)?-[a-z0-9]+-[a-z0-9]+"
+    return f'max(modelloop_drift_psi{{distribution="class",namespace="{namespace}",pod=~"{pods}"}})'
 
 
 def start_prometheus(stack: Stack) -> Prometheus:

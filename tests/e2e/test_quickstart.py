@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.binaries import MissingBinariesError, locate
-from tests.harness.prometheus import prometheus_binary
+from tests.harness.prometheus import require_prometheus
 
 from . import capture, closedloop, loop, retrain
 from .orphans import processes_using
@@ -127,12 +127,15 @@ def test_capture_feedback_accuracy_and_input_drift(stack: Stack) -> None:
     prom = closedloop.start_prometheus(stack)
     try:
         seen = capture.run(stack, prom, archive=SERVED["archive"])
+    except Exception:
+        print(capture.diagnose(stack))
+        raise
     finally:
         prom.stop()
         capture.remove(stack)
     status, body, headers = seen.single
     assert status == 200 and body["requestId"] == "e2e-1", body
-    assert {k.lower(): v for k, v in headers.items()}["x-request-id"] == "e2e-1", headers
+    assert {k.lower(): v for k, v in headers.items()}["x-modelloop-request-id"] == "e2e-1", headers
     assert all(code == 200 for code, _ in seen.feedback_answers), seen.feedback_answers
     # the documented record schema, for every captured prediction
     first = seen.captures[0]
@@ -165,8 +168,7 @@ def test_shifted_traffic_retrains_once_promotes_and_drift_recovers(stack: Stack)
     (no longer Degraded) -> the same traffic leaves the drift under 0.2, analysis Healthy."""
     if "archive" not in SERVED:
         pytest.fail("needs the deployment of the quickstart test above (it failed)")
-    if prometheus_binary() is None:
-        pytest.skip("prometheus not found: apt-get install -y prometheus")
+    require_prometheus()  # fails naming `bash hack/build-cluster-binaries.sh prometheus`
     started = time.monotonic()
     prom = closedloop.start_prometheus(stack)
     view = closedloop.ProgressView(stack, prom, say=lambda line: print(line, flush=True),

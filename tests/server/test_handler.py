@@ -130,7 +130,7 @@ class TestRequestIds:
         row = wire_row({"text": "markets"})
         [(status, body)] = worker.run(row)
         assert status == 200 and body["requestId"] == row["requestId"].decode()
-        assert worker.context.get_response_headers(0)["x-request-id"] == body["requestId"]
+        assert worker.context.get_response_headers(0)["x-modelloop-request-id"] == body["requestId"]
 
     def test_a_client_chooses_its_own_id(self, worker: Worker) -> None:
         [(status, body)] = worker.run(wire_row({"texts": ["a", "b"]},

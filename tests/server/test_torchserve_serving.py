@@ -5,8 +5,10 @@ one, for an archive packaged differently."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -253,3 +255,20 @@ def test_settings_the_archive_leaves_out_are_the_configs_too(
         assert "startupTimeout None -> 77" in server.log.read_text()
     finally:
         server.stop()
+
+
+def test_request_ids_travel_through_torchserve(served: Served) -> None:
+    url = served.url(served.inference, f"/predictions/{served.model}")
+    request = urllib.request.Request(url, data=b'{"text": "goal"}', method="POST", headers={
+        "Content-Type": "application/json", "X-Request-Id": "client-7"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+        header = response.headers.get("x-modelloop-request-id")
+        own = response.headers.get("x-request-id")  # TorchServe's internal id, set by it
+    assert body["requestId"] == "client-7" and header == "client-7", (body, header)
+    assert own and own != "client-7"
+    with urllib.request.urlopen(urllib.request.Request(url, data=b'{"text": "goal"}', headers={
+            "Content-Type": "application/json"}), timeout=30) as response:
+        body = json.loads(response.read())
+        assert body["requestId"] == response.headers.get("x-modelloop-request-id") == (
+            response.headers.get("x-request-id"))  # without a client id, TorchServe's is ours

@@ -23,6 +23,10 @@ CAPTURE_SCHEMA: Final = "modelloop.dev/capture/v1"
 LABELLED_SCHEMA: Final = "modelloop.dev/labelled/v1"
 
 REQUEST_ID_HEADER: Final = "x-request-id"
+"""Where a client sends its own request id."""
+RESPONSE_ID_HEADER: Final = "x-modelloop-request-id"
+"""Where the answer carries the id: TorchServe's frontend overwrites `x-request-id` in
+every response with its own internal id, which is ours only when the client chose none."""
 REQUEST_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 """What a client may send as its own request id: 1-128 characters, no spaces or slashes."""
 

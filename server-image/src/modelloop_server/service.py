@@ -27,6 +27,7 @@ from modelloop_trainer.profile import ReferenceProfile
 from modelloop_server.capture_client import CaptureClient
 from modelloop_server.capture_records import (
     REQUEST_ID_HEADER,
+    RESPONSE_ID_HEADER,
     CaptureRecord,
     ModelIdentity,
     RecordError,
@@ -129,7 +130,7 @@ class TextClassificationHandler:
             context.set_response_status(outcome.status, _phrase(outcome.status), idx)
             context.set_response_content_type(idx, JSON)
             if isinstance(ids[idx], str):
-                context.set_response_header(idx, REQUEST_ID_HEADER, ids[idx])
+                context.set_response_header(idx, RESPONSE_ID_HEADER, ids[idx])
         self._record_latency(len(outcomes), time.perf_counter() - started)
         return [json.dumps(o.body, separators=(",", ":")) for o in outcomes]
 
