@@ -406,15 +406,22 @@ def build_input_profile(
 def open_quantile_edges(values: Sequence[float], bins: int) -> list[float]:
     """The `bins - 1` interior edges at the quantiles of `values` (rounded, ties collapsed).
 
-    With `input_bin`'s rule (a value equal to an edge goes in the bin above), each of the
-    `bins` bins holds about the same share of `values`; the outer bins are open-ended.
+    Each edge lies halfway between the two reference values around its quantile, so no
+    reference value sits on (or, after rounding, within a rounding error of) an edge: the
+    reference counts stay what the server reproduces even when its forward pass differs
+    from the trainer's in the last float bits (another batch, other padding). With
+    `input_bin`'s rule each of the `bins` bins holds about the same share of `values`; the
+    outer bins are open-ended.
     """
     if bins < 1:
         raise ValueError("bins must be >= 1")
     ordered = sorted(values)
     edges: list[float] = []
     for i in range(1, bins):
-        v = _significant(ordered[min(len(ordered) - 1, (i * len(ordered)) // bins)], _EDGE_DIGITS)
+        upper = max(1, min(len(ordered) - 1, (i * len(ordered)) // bins))
+        if upper >= len(ordered):
+            break
+        v = _significant((ordered[upper - 1] + ordered[upper]) / 2, _EDGE_DIGITS)
         if v > ordered[0] and (not edges or v > edges[-1]):
             edges.append(v)
     return edges
