@@ -208,6 +208,23 @@ def test_management_and_grpc_ports_are_bound_to_loopback_only(served: Served) ->
             assert s.connect_ex(("127.0.0.1", port)) == 0, port
 
 
+def test_request_ids_travel_through_torchserve(served: Served) -> None:
+    url = served.url(served.inference, f"/predictions/{served.model}")
+    request = urllib.request.Request(url, data=b'{"text": "goal"}', method="POST", headers={
+        "Content-Type": "application/json", "X-Request-Id": "client-7"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+        header = response.headers.get("x-modelloop-request-id")
+        own = response.headers.get("x-request-id")  # TorchServe's internal id, set by it
+    assert body["requestId"] == "client-7" and header == "client-7", (body, header)
+    assert own and own != "client-7"
+    with urllib.request.urlopen(urllib.request.Request(url, data=b'{"text": "goal"}', headers={
+            "Content-Type": "application/json"}), timeout=30) as response:
+        body = json.loads(response.read())
+        assert body["requestId"] == response.headers.get("x-modelloop-request-id") == (
+            response.headers.get("x-request-id"))  # without a client id, TorchServe's is ours
+
+
 def test_health_endpoints(served: Served) -> None:
     ready = http(served.url(served.health, "/readyz"))
     assert ready.status == 200 and ready.json()["phase"] == "ready"
@@ -256,19 +273,3 @@ def test_settings_the_archive_leaves_out_are_the_configs_too(
     finally:
         server.stop()
 
-
-def test_request_ids_travel_through_torchserve(served: Served) -> None:
-    url = served.url(served.inference, f"/predictions/{served.model}")
-    request = urllib.request.Request(url, data=b'{"text": "goal"}', method="POST", headers={
-        "Content-Type": "application/json", "X-Request-Id": "client-7"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.loads(response.read())
-        header = response.headers.get("x-modelloop-request-id")
-        own = response.headers.get("x-request-id")  # TorchServe's internal id, set by it
-    assert body["requestId"] == "client-7" and header == "client-7", (body, header)
-    assert own and own != "client-7"
-    with urllib.request.urlopen(urllib.request.Request(url, data=b'{"text": "goal"}', headers={
-            "Content-Type": "application/json"}), timeout=30) as response:
-        body = json.loads(response.read())
-        assert body["requestId"] == response.headers.get("x-modelloop-request-id") == (
-            response.headers.get("x-request-id"))  # without a client id, TorchServe's is ours
