@@ -1,5 +1,6 @@
 """The input-drift section of the reference profile: PCA projection, per-component
-quantile bins, JSON, and the PSI figure (pure; synthetic embeddings)."""
+quantile bins, JSON and the PSI figure (pure, on synthetic embeddings); then the section as
+the trainer and the optimizer write it, from the embeddings of the model they save."""
 
 from __future__ import annotations
 
@@ -8,12 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from modelloop_trainer.artifact import load_artifact
+from modelloop_trainer.datasets import DatasetSpec, load_splits
+from modelloop_trainer.optimize import main as optimize_main
+from modelloop_trainer.optimize.pruning import prune_model
+from modelloop_trainer.optimize.quantize import quantize_dynamic_int8
+from modelloop_trainer.optimize.techniques import Pruning, Quantization
 from modelloop_trainer.profile import (
     ReferenceProfile,
     bin_counts,
     build_input_profile,
     build_reference_profile,
+    component_psis,
+    input_bin,
     input_psi,
+    open_quantile_edges,
 )
 
 LABELS = ("a", "b", "c")
@@ -73,3 +83,85 @@ def test_the_profile_round_trips_through_json_and_an_old_one_still_loads(
     del data["inputs"]
     path.write_text(json.dumps(data))
     assert ReferenceProfile.load(path).inputs is None
+
+
+def test_edges_lie_between_reference_values_and_outer_bins_are_open() -> None:
+    values = [float(v) for v in range(10)]
+    edges = open_quantile_edges(values, 5)
+    assert edges == [1.5, 3.5, 5.5, 7.5]
+    assert [input_bin(edges, v) for v in (-100.0, 1.5, 9.0, 1e9)] == [0, 1, 4, 4]
+    assert open_quantile_edges([2.0] * 10, 4) == []  # ties collapse into a single bin
+
+
+def test_the_mean_over_components_is_the_figure() -> None:
+    profile = build_input_profile(embeddings(200, seed=0), components=3, bins=4)
+    counts = bin_counts(profile, profile.bins(embeddings(80, seed=3, shift=1.0)))
+    psis = component_psis(profile, counts)
+    assert psis is not None and len(psis) == 3
+    assert input_psi(profile, counts) == pytest.approx(sum(psis) / 3)
+
+
+# --- on trained models: the trainer and the optimizer write the section ------------------
+
+
+def validation_texts(data: Path) -> list[str]:
+    """The validation split train_flags' runs hold out (same file, fraction and seed)."""
+    spec = DatasetSpec(uri=f"file://{data}", validation_split=0.25, seed=42)
+    return load_splits(spec).validation.texts
+
+
+def test_the_trainer_profiles_the_validation_embeddings_of_the_model_it_saves(
+    trained_artifact: Path, dataset_file: Path
+) -> None:
+    artifact = load_artifact(trained_artifact)
+    inputs = artifact.reference_profile.inputs
+    assert inputs is not None
+    texts = validation_texts(dataset_file)
+    assert inputs.samples == len(texts) and inputs.dim == 32  # the tiny BERT's hidden size
+    probabilities, pooled = artifact.predict_with_embeddings(texts)
+    assert torch.allclose(probabilities, artifact.predict_proba(texts), atol=1e-6)
+    # The server's binning of the same texts reproduces the stored reference exactly.
+    assert bin_counts(inputs, inputs.bins(pooled)) == inputs.counts
+
+
+def test_embeddings_come_from_quantized_and_pruned_encoders_too(trained_artifact: Path) -> None:
+    artifact = load_artifact(trained_artifact)
+    texts = ["shares and profit at the bank", "the striker scored", "a new phone chip"]
+    _, float_pooled = artifact.predict_with_embeddings(texts)
+    for change in ("prune", "quantize"):
+        if change == "prune":
+            prune_model(artifact.model, Pruning(amount=0.5))
+        else:
+            artifact.model = quantize_dynamic_int8(artifact.model, Quantization())
+        probabilities, pooled = artifact.predict_with_embeddings(texts)
+        assert pooled.shape == (3, 32) and pooled.dtype == torch.float32
+        assert torch.allclose(probabilities, artifact.predict_proba(texts), atol=1e-6)
+        assert not torch.allclose(pooled, float_pooled, atol=1e-4)  # its own encoder's
+
+
+def test_a_distilled_student_gets_a_profile_of_its_own_embeddings(
+    trained_artifact: Path, dataset_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "student-int8"
+    code = optimize_main([
+        "--model-uri", f"file://{trained_artifact}",
+        "--dataset-uri", f"file://{dataset_file}",
+        "--validation-split", "0.25",
+        "--techniques",
+        '[{"type":"distillation","studentLayers":1,"epochs":1,"learningRate":0.003,'
+        '"batchSize":8},{"type":"quantization"}]',
+        "--output-uri", f"file://{out}",
+        "--latency-samples", "2",
+        "--throughput-batches", "1",
+        "--max-accuracy-drop", "1",
+        "--no-package",
+        "--termination-log", str(tmp_path / "term.json"),
+    ])
+    assert code == 0, (tmp_path / "term.json").read_text()
+    student = load_artifact(out)
+    assert student.manifest["weights"]["encoding"] == "dynamic-int8"
+    inputs = student.reference_profile.inputs
+    teacher = load_artifact(trained_artifact).reference_profile.inputs
+    assert inputs is not None and teacher is not None and inputs.mean != teacher.mean
+    _, pooled = student.predict_with_embeddings(validation_texts(dataset_file))
+    assert bin_counts(inputs, inputs.bins(pooled)) == inputs.counts

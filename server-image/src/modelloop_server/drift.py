@@ -83,6 +83,13 @@ def drift_scores(profile: ReferenceProfile, window: WindowCounts) -> DriftScores
             f"window has {len(window.confidence_bins)} confidence bins, "
             f"profile has {len(profile.confidence.counts)}"
         )
+    if profile.inputs is not None and window.input_bins and (
+        tuple(len(c) for c in window.input_bins) != profile.inputs.bin_counts
+    ):
+        raise ValueError(
+            f"window has input bins {[len(c) for c in window.input_bins]}, "
+            f"profile has {list(profile.inputs.bin_counts)}"
+        )
     if window.samples == 0:
         return DriftScores(samples=0, class_psi=None, confidence_psi=None)
     inputs = None

@@ -25,10 +25,14 @@ DEFAULT_MAX_AGE_S = 3600.0
 _BUSY_TIMEOUT_S = 5.0
 
 
-
 def _schema(input_components: int) -> str:
+    """The window's tables. With input components, each prediction row carries its bins
+    (`in0` ...) and triggers keep `input_counts` (component, bin -> rows) in step with
+    every insert and trim, so that reading k histograms costs k x bins rows, not k scans of
+    the window (8 GROUP BYs over 1,000 rows took ~1.1 ms a batch, more than the rest of the
+    bookkeeping together)."""
     inputs = "".join(f",\n    in{j} INTEGER NOT NULL" for j in range(input_components))
-    return f"""
+    schema = f"""
 CREATE TABLE IF NOT EXISTS predictions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -36,6 +40,31 @@ CREATE TABLE IF NOT EXISTS predictions (
     confidence_bin INTEGER NOT NULL{inputs}
 );
 CREATE INDEX IF NOT EXISTS predictions_at ON predictions (at);
+"""
+    if not input_components:
+        return schema
+    added = "\n".join(
+        f"    INSERT INTO input_counts (component, bin, n) VALUES ({j}, NEW.in{j}, 1)"
+        f" ON CONFLICT (component, bin) DO UPDATE SET n = n + 1;"
+        for j in range(input_components)
+    )
+    removed = "\n".join(
+        f"    UPDATE input_counts SET n = n - 1 WHERE component = {j} AND bin = OLD.in{j};"
+        for j in range(input_components)
+    )
+    return schema + f"""
+CREATE TABLE IF NOT EXISTS input_counts (
+    component INTEGER NOT NULL,
+    bin INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (component, bin)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS input_counts_add AFTER INSERT ON predictions BEGIN
+{added}
+END;
+CREATE TRIGGER IF NOT EXISTS input_counts_remove AFTER DELETE ON predictions BEGIN
+{removed}
+END;
 """
 
 
@@ -142,11 +171,11 @@ class PredictionWindow:
             "SELECT confidence_bin, COUNT(*) FROM predictions GROUP BY confidence_bin"
         ):
             bins[index] = n
-        inputs = []
-        for j, size in enumerate(self.input_bins):
-            component = [0] * size
-            for index, n in cur.execute(f"SELECT in{j}, COUNT(*) FROM predictions GROUP BY in{j}"):
-                component[index] = n
-            inputs.append(tuple(component))
+        inputs: list[list[int]] = [[0] * size for size in self.input_bins]
+        if inputs:
+            for component, index, n in cur.execute(
+                "SELECT component, bin, n FROM input_counts WHERE n > 0"
+            ):
+                inputs[component][index] = n
         return WindowCounts(classes=tuple(classes), confidence_bins=tuple(bins),
-                            input_bins=tuple(inputs))
+                            input_bins=tuple(tuple(c) for c in inputs))
