@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from modelloop_operator.builders.serving import collector_pod_name
 from modelloop_operator.config import OperatorConfig
 from modelloop_operator.kube import Resource
 from modelloop_operator.metrics import OperatorMetrics
@@ -630,3 +631,96 @@ async def test_the_promoting_pass_never_starts_another_retrain_on_old_failures(
     await promote_retrained_model(kube, runtime, clock)
     assert condition(kube, "Degraded")["reason"] == "ModelPromoted"
     assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]
+
+SINK = "pvc://captures/bbc"
+
+
+def gate_report(*, passed: bool) -> dict[str, Any]:
+    """A comparison section as modelloop-optimize writes it."""
+    return {
+        "champion": {"name": "uri-1", "original": {"accuracy": 0.94, "samples": 100},
+                     "holdout": {"accuracy": 0.62, "samples": 80}},
+        "candidate": {"original": {"accuracy": 0.935, "samples": 100},
+                      "holdout": {"accuracy": 0.88 if passed else 0.5, "samples": 80}},
+        "passed": passed,
+        "reasons": [] if passed else ["holdout accuracy 0.500 < champion 0.620 + "
+                                      "minImprovement 0.000 (n=80)"]}
+
+
+# --- labelled data and the promotion gate --------------------------------------------------
+
+def feedback(exporter: TestExporter, prom: Any, count: float) -> None:
+    """The collector's feedback counter, as Prometheus scrapes it."""
+    pod = collector_pod_name(name=NAME)
+    exporter.set("modelloop_feedback_total", count, namespace=NS, pod=pod,
+                 model_version="uri-1", label="tech", predicted="tech", correct="true")
+    prom[0].wait_for(f'modelloop_feedback_total{{pod="{pod}"}} == {count}')
+
+
+def labelled_deployment(url: str) -> dict[str, Any]:
+    return deployment(url, retrain=retrain_spec(data={"labelled": {"minRows": 100}}),
+                      capture={"sink": SINK})
+
+
+async def test_retraining_waits_for_labels_then_trains_on_them_and_the_gate_rejects(
+        kube: ClaimingKube, runtime: Runtime, clock: Clock, prom: Any,
+        metrics_source: TestExporter) -> None:
+    drift(metrics_source, prom, 0.31)
+    feedback(metrics_source, prom, 40)
+    kube.put(MODEL_DEPLOYMENTS, labelled_deployment(prom[0].url))
+    await degrade(runtime, clock, evaluations=3)
+    assert kube.created(TRAINING_JOBS, NS) == []
+    retraining = condition(kube, "Retraining")
+    assert (retraining["status"], retraining["reason"]) == ("False", "RetrainWaitingForLabels")
+    assert "40 labelled requests kept, retrain.data.labelled.minRows 100" in (
+        retraining["message"])
+
+    feedback(metrics_source, prom, 130)
+    await degrade(runtime, clock, evaluations=1)
+    assert kube.created(TRAINING_JOBS, NS) == ["bbc-rt-1"]
+    tj = kube.stored(TRAINING_JOBS, NS, "bbc-rt-1")
+    assert tj is not None
+    assert tj["spec"]["dataset"]["captured"] == {
+        "uri": f"{SINK}/labelled", "maxRows": 20000, "minRows": 1, "holdoutFraction": 0.2}
+    assert "base data + labelled traffic from pvc://captures/bbc/labelled" in (
+        status(kube)["retrain"]["history"][0]["message"])
+
+    finish_training(kube, "bbc-rt-1")
+    clock.tick()
+    await reconcile(runtime)
+    oj = kube.stored(OPTIMIZATION_JOBS, NS, "bbc-rt-1-o")
+    assert oj is not None
+    gate = oj["spec"]["comparison"]
+    assert gate["champion"]["uri"] == V1
+    assert gate["holdout"] == {"uri": f"{SINK}/labelled", "fraction": 0.2, "minRows": 20}
+    assert (gate["minImprovement"], gate["maxOriginalDrop"]) == (0.0, 0.01)
+
+    oj["status"] = {"phase": "Failed", "message": "not accepted", "conditions": [
+        {"type": "Accepted", "status": "False", "reason": "OptimizationRejected",
+         "message": "vs uri-1 failed: holdout accuracy 0.500 vs 0.620 (n=80)"}],
+        "report": {"comparison": gate_report(passed=False)}}
+    for _ in range(2):  # a second pass (a restart) records and applies nothing new
+        clock.tick()
+        await reconcile(runtime)
+    record = status(kube)["retrain"]["history"][0]
+    assert record["outcome"] == "Rejected"
+    assert record["gate"]["passed"] is False
+    assert record["gate"]["candidate"]["holdout"]["accuracy"] == 0.5
+    assert served_uri(kube) == V1
+    assert [e for e in kube.events if e[1] == "RetrainRejected"] == [
+        ("Warning", "RetrainRejected")]
+
+
+async def test_warm_start_trains_from_the_served_models_own_weights(
+        kube: ClaimingKube, runtime: Runtime, clock: Clock, prom: Any,
+        metrics_source: TestExporter) -> None:
+    drift(metrics_source, prom, 0.31)
+    kube.put(MODEL_DEPLOYMENTS, deployment(prom[0].url, retrain=retrain_spec(
+        data={"warmStart": True})))
+    await degrade(runtime, clock)
+    tj = kube.stored(TRAINING_JOBS, NS, "bbc-rt-1")
+    assert tj is not None
+    # The spec's model is an archive URI, with no TrainingJob behind it: the base model.
+    assert tj["spec"]["model"]["uri"] == "builtin://all-minilm-l6-v2"
+    assert "warm start asked, but the served model has no TrainingJob output" in (
+        status(kube)["retrain"]["history"][0]["message"])

@@ -351,6 +351,9 @@ class Lineage(StatusModel):
     dataset: ShortString | None = None
     """URI of the training data."""
 
+    dataset_digest: ShortString | None = None
+    """sha256:<hex> of the data the TrainingJob actually trained on (its snapshot)."""
+
     training_job: ShortString | None = None
     """TrainingJob that produced the weights."""
 

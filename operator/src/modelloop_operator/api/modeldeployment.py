@@ -41,6 +41,8 @@ MODELDEPLOYMENT_MAX_NAME_LENGTH = 40
 _FEEDBACK_NEEDS_CAPTURE = (
     "monitoring.accuracy and monitoring.macroF1 need spec.capture: feedback is joined to "
     "captured predictions")
+_LABELLED_NEEDS_CAPTURE = (
+    "retrain.data.labelled needs spec.capture: the labelled records are the collector's")
 
 
 class DeploymentModelSource(SpecModel):
@@ -187,6 +189,10 @@ class ModelDeploymentSpec(SpecModel):
         "!has(self.monitoring) || has(self.capture)"
         " || (!has(self.monitoring.accuracy) && !has(self.monitoring.macroF1))",
         _FEEDBACK_NEEDS_CAPTURE, field_path=".monitoring",
+    ), Rule(
+        "!has(self.retrain) || !has(self.retrain.data) || !has(self.retrain.data.labelled)"
+        " || has(self.capture)",
+        _LABELLED_NEEDS_CAPTURE, field_path=".retrain.data.labelled",
     )))
 
     model: DeploymentModelSource
@@ -239,6 +245,8 @@ class ModelDeploymentSpec(SpecModel):
         if (self.monitoring is not None and self.capture is None
                 and (self.monitoring.accuracy or self.monitoring.macro_f1)):
             raise ValueError(_FEEDBACK_NEEDS_CAPTURE)
+        if self.retrain is not None and self.retrain.data.labelled and self.capture is None:
+            raise ValueError(_LABELLED_NEEDS_CAPTURE)
         return self
 
 

@@ -15,11 +15,14 @@ from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from .base import SpecModel, StatusModel
 from .common import Duration, HttpURL, ServedModel, TriggerCheck
 from .markers import Rule, k8s
-from .optimizationjob import OptimizationJobSettings
+from .optimizationjob import ComparisonReport, OptimizationJobSettings
 from .scalars import Annotations, Labels, check_pattern
 from .trainingjob import TrainingJobSpec
 
 PROMQL_MAX_LENGTH = 4096
+_LABELLED_NEEDS_GATE = (
+    "retrain.data.labelled needs an optimizationJobTemplate: the promotion gate that "
+    "compares the candidate with the served model runs in the optimization step")
 CHECK_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -210,6 +213,51 @@ class Promotion(StrEnum):
     at it (a Git change)."""
 
 
+class LabelledData(SpecModel):
+    """Labelled captured traffic (captures joined with feedback) since the model being
+    served started serving, added to the template's base dataset."""
+
+    min_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 100
+    """Fewest labelled requests before a retrain may start; below it the Retraining
+    condition says RetrainWaitingForLabels."""
+
+    max_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000
+    """Most labelled rows trained on (the newest are kept)."""
+
+    holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    """Fraction of labelled requests (by a hash of the request id) never trained on,
+    kept for the promotion gate."""
+
+
+class RetrainData(SpecModel):
+    """What a retrain learns from."""
+
+    labelled: LabelledData | None = None
+    """Train on labelled production traffic too (needs spec.capture and an
+    optimizationJobTemplate, where the promotion gate runs)."""
+
+    warm_start: bool = False
+    """Fine-tune the served model's own weights (its TrainingJob's output) instead of the
+    template's base model; the base model when the served model has no TrainingJob.
+    bench/loop_quality.py measures both."""
+
+
+class PromotionGate(SpecModel):
+    """Champion/challenger rules a retrained model must pass before it is promoted (auto
+    or manual), checked in its OptimizationJob against the model being served."""
+
+    min_improvement: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    """Candidate accuracy on the labelled holdout minus the served model's must be at
+    least this (0: not worse on recent traffic)."""
+
+    max_original_drop: Annotated[float, Field(ge=0, le=1)] = 0.01
+    """The served model's accuracy on the original validation data minus the
+    candidate's must be at most this (0.01 = one point)."""
+
+    min_holdout_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 20
+    """Fewest holdout rows to compare on; fewer is Rejected, never promoted blind."""
+
+
 class RetrainSpec(SpecModel):
     """Automatic retraining when monitoring marks the deployment Degraded."""
 
@@ -217,6 +265,9 @@ class RetrainSpec(SpecModel):
         "!self.enabled || has(self.trainingJobTemplate)",
         "retrain.enabled needs a trainingJobTemplate",
         field_path=".trainingJobTemplate",
+    ), Rule(
+        "!has(self.data) || !has(self.data.labelled) || has(self.optimizationJobTemplate)",
+        _LABELLED_NEEDS_GATE, field_path=".data.labelled",
     )))
 
     enabled: bool = False
@@ -243,10 +294,20 @@ class RetrainSpec(SpecModel):
     with the annotation modelloop.dev/approve-promotion: <TrainingJob or OptimizationJob
     name> on this ModelDeployment, or to point spec.model at it."""
 
+    data: RetrainData = Field(default_factory=RetrainData, json_schema_extra=k8s(default={}))
+    """Training data beyond the template's dataset, and the starting weights."""
+
+    gate: PromotionGate = Field(default_factory=PromotionGate,
+                                json_schema_extra=k8s(default={}))
+    """Rules against the served model; applied whenever an optimizationJobTemplate is set
+    and a model is being served."""
+
     @model_validator(mode="after")
     def _template_when_enabled(self) -> RetrainSpec:
         if self.enabled and self.training_job_template is None:
             raise ValueError("retrain.enabled needs a trainingJobTemplate")
+        if self.data.labelled is not None and self.optimization_job_template is None:
+            raise ValueError(_LABELLED_NEEDS_GATE)
         return self
 
 
@@ -336,6 +397,13 @@ class RetrainRecord(StatusModel):
 
     previous_model: ServedModel | None = None
     """On promotion: the model it replaced, i.e. where to roll back to."""
+
+    dataset_digest: Annotated[str, Field(max_length=128)] | None = None
+    """sha256:<hex> of the data its TrainingJob trained on."""
+
+    gate: ComparisonReport | None = None
+    """The promotion gate: candidate and served model on the holdout and the original
+    validation data, and the verdict."""
 
     message: Annotated[str, Field(max_length=1024)] = ""
     """Details (e.g. why it was rejected)."""

@@ -8,6 +8,7 @@ set); only then is the TorchServe archive published for ModelDeployments to serv
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -23,12 +24,13 @@ from .common import (
     PodTemplateOverrides,
     RunPolicy,
     Scheduling,
+    SourceURI,
     StorageSpec,
 )
 from .jobs import JobPhase, JobStatus
 from .markers import Rule, k8s
 from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
-from .scalars import Image, TrainedModelURI, check_pattern
+from .scalars import Image, Timestamp, TrainedModelURI, check_pattern
 
 #: Leaves room for the Job (<name>-a<attempt>) and its pod names.
 OPTIMIZATIONJOB_MAX_NAME_LENGTH = 50
@@ -201,6 +203,55 @@ class Packaging(SpecModel):
     server.responseTimeoutSeconds wins."""
 
 
+class Champion(SpecModel):
+    """The model a candidate must beat: usually the one being served."""
+
+    uri: SourceURI
+    """Its TorchServe archive (.mar) or model directory."""
+
+    name: Annotated[str, Field(max_length=253)] | None = None
+    """Its name in the report (e.g. the version being served)."""
+
+
+class Holdout(SpecModel):
+    """Recent labelled production traffic no candidate trained on: the labelled records of
+    a capture sink, the requests whose id hashes below fraction (the split TrainingJobs'
+    dataset.captured use)."""
+
+    uri: SourceURI
+    """The labelled/ directory of a capture sink."""
+
+    since: Timestamp | None = None
+    """Only requests served at or after this time."""
+
+    fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    """The holdout fraction the candidate's TrainingJob kept out (dataset.captured
+    .holdoutFraction)."""
+
+    min_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 20
+    """Fewest holdout rows for a comparison; fewer is not Accepted (never promoted blind)."""
+
+
+class Comparison(SpecModel):
+    """Champion/challenger: the optimized candidate and the champion evaluated on the same
+    data, the original evaluation data and the holdout. The run is Accepted only if both
+    rules hold (on accuracy)."""
+
+    champion: Champion
+    """The model to compare with."""
+
+    holdout: Holdout | None = None
+    """Recent labelled traffic; only the original-data rule applies without it."""
+
+    min_improvement: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    """Candidate holdout accuracy minus the champion's must be at least this (0: not
+    worse on recent traffic)."""
+
+    max_original_drop: Annotated[float, Field(ge=0, le=1)] = 0.01
+    """Champion accuracy on the original evaluation data minus the candidate's must be at
+    most this (0.01 = one point)."""
+
+
 class OptimizationJobSettings(SpecModel):
     """Everything about an optimization except its source. A ModelDeployment's retrain
     template uses this part; the operator fills in the source."""
@@ -266,6 +317,10 @@ class OptimizationJobSpec(OptimizationJobSettings):
     source: OptimizationSource = Field(json_schema_extra=k8s(immutable=True))
     """The model to optimize."""
 
+    comparison: Comparison | None = Field(default=None, json_schema_extra=k8s(immutable=True))
+    """Compare the result with a champion before accepting it; automatic retraining sets
+    it to the model being served."""
+
     @model_validator(mode="after")
     def _dataset_known(self) -> OptimizationJobSpec:
         if self.source.training_job_ref is None and self.evaluation.dataset is None:
@@ -299,6 +354,85 @@ class ModelProfile(StatusModel):
     """Macro-averaged F1 on the evaluation data."""
 
 
+class Figures(StatusModel):
+    """One model's figures on one dataset."""
+
+    accuracy: float | None = None
+    """Fraction classified correctly."""
+
+    macro_f1: float | None = None
+    """Macro-averaged F1."""
+
+    samples: Annotated[int, Field(ge=0)] | None = None
+    """Examples evaluated."""
+
+    per_class_recall: Annotated[dict[str, float], Field(json_schema_extra=k8s(
+        max_properties=64))] = Field(default_factory=dict)
+    """Recall of each true label."""
+
+
+class ComparedModel(StatusModel):
+    """A model's figures on the original evaluation data and on the holdout."""
+
+    name: Annotated[str, Field(max_length=253)] | None = None
+    """The model."""
+
+    original: Figures | None = None
+    """On the original evaluation data."""
+
+    holdout: Figures | None = None
+    """On the holdout of recent labelled traffic."""
+
+
+class ComparisonReport(StatusModel):
+    """Candidate versus champion, and the verdict."""
+
+    champion: ComparedModel | None = None
+    """The model compared with."""
+
+    candidate: ComparedModel | None = None
+    """This run's model."""
+
+    passed: bool | None = None
+    """Whether every rule held."""
+
+    reasons: Annotated[list[Annotated[str, Field(max_length=512)]], Field(
+        max_length=16)] = Field(default_factory=list)
+    """Each failed rule with its figures."""
+
+
+def parse_comparison(raw: object) -> ComparisonReport | None:
+    """The champion/challenger section, or None when absent or malformed (never fatal)."""
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return ComparisonReport.model_validate(raw)
+    except ValueError:
+        return None
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def comparison_message(comparison: ComparisonReport) -> str:
+    """Candidate against champion in numbers, e.g. ``vs bbc-v1: holdout accuracy 0.870
+    vs 0.650 (n=120), original 0.930 vs 0.940``."""
+    champion = comparison.champion or ComparedModel()
+    candidate = comparison.candidate or ComparedModel()
+    parts = []
+    for key in ("holdout", "original"):
+        mine, theirs = getattr(candidate, key), getattr(champion, key)
+        if mine is None and theirs is None:
+            continue
+        mine, theirs = mine or Figures(), theirs or Figures()
+        parts.append(f"{key} accuracy {_figure(mine.accuracy)} vs {_figure(theirs.accuracy)}"
+                     + (f" (n={mine.samples})" if mine.samples is not None else ""))
+    verdict = "passed" if comparison.passed else "failed"
+    return f"vs {champion.name or 'champion'} {verdict}: " + ", ".join(parts)
+
+
+
 class OptimizationReport(StatusModel):
     """Original versus optimized model."""
 
@@ -316,6 +450,9 @@ class OptimizationReport(StatusModel):
 
     accuracy_drop: float | None = None
     """original accuracy - optimized accuracy, as a fraction."""
+
+    comparison: ComparisonReport | None = None
+    """Champion/challenger figures, when spec.comparison is set."""
 
 
 class OptimizationJobStatus(JobStatus):

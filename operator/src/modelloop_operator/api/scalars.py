@@ -9,7 +9,7 @@ Regular expressions are written in the subset shared by Go RE2, CEL and Python `
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
@@ -295,3 +295,28 @@ Image = Annotated[
           json_schema_extra={"pattern": IMAGE_PATTERN}),
 ]
 """A container image; the operator's configured image when absent."""
+
+
+TIMESTAMP_PATTERN: Final = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                             r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and re.match(TIMESTAMP_PATTERN, value):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        raise ValueError(f"{value!r} is not an RFC 3339 time such as 2026-12-06T12:00:00Z")
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone (end it with Z)")
+    return moment
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time", "maxLength": 64,
+                    "pattern": TIMESTAMP_PATTERN}),
+]
+"""An RFC 3339 time in a spec (e.g. 2026-12-06T12:00:00Z), with its zone."""

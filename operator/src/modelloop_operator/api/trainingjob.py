@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .base import SpecModel
+from .base import SpecModel, StatusModel
 from .common import (
     DatasetSpec,
     ModelArtifact,
@@ -29,7 +29,7 @@ from .jobs import JobPhase, JobStatus
 from .markers import k8s
 from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
 from .scalars import IMAGE_MAX_LENGTH as IMAGE_MAX_LENGTH
-from .scalars import Image
+from .scalars import Image, Timestamp
 
 #: Leaves room for the Job (<name>-a<attempt>) and its pods' hostnames (<job>-<index>).
 TRAININGJOB_MAX_NAME_LENGTH = 50
@@ -96,6 +96,52 @@ class EvaluationGate(SpecModel):
     """Lowest acceptable value of the metric on the validation data; no gate when absent."""
 
 
+class CapturedData(SpecModel):
+    """Labelled production traffic added to the training data: the labelled records a
+    ModelDeployment's collector keeps (docs/capture.md). A seeded hash of each request id
+    keeps holdoutFraction of them out of training for the promotion gate; the rest join
+    the base dataset's training and validation splits. The data actually used is written
+    to <output>/dataset/ with its sha256 digest (status.dataset)."""
+
+    uri: SourceURI
+    """The labelled/ directory of a capture sink, e.g. pvc://captures/bbc/labelled."""
+
+    since: Timestamp | None = None
+    """Only requests served at or after this time; all kept records when absent."""
+
+    max_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000
+    """Most captured rows trained on (the newest are kept)."""
+
+    min_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 1
+    """Fewest captured rows (training plus validation); fewer fails the job."""
+
+    holdout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    """Fraction of the labelled requests never trained on, kept for the promotion gate."""
+
+
+class TrainingDataset(DatasetSpec):
+    """The base dataset, and optionally labelled production traffic on top of it."""
+
+    captured: CapturedData | None = None
+    """Labelled captured traffic to train on as well; set by automatic retraining
+    (spec.retrain.data), or by hand."""
+
+
+class DatasetSnapshot(StatusModel):
+    """The data a run trained on, as written to <output>/dataset/."""
+
+    uri: Annotated[str, Field(max_length=1024)] | None = None
+    """Where the snapshot is."""
+
+    digest: Annotated[str, Field(max_length=128)] | None = None
+    """sha256:<hex> of the training and validation files: the same digest, the same data."""
+
+    rows: Annotated[dict[str, int], Field(json_schema_extra=k8s(max_properties=16))] = (
+        Field(default_factory=dict))
+    """Row counts: baseTrain, capturedTrain, baseValidation, capturedValidation, holdout,
+    skipped."""
+
+
 class TrainingJobSpec(SpecModel):
     """What to train, on what data, with which resources.
 
@@ -109,7 +155,7 @@ class TrainingJobSpec(SpecModel):
     task: Task = Field(default=Task.TEXT_CLASSIFICATION, json_schema_extra=k8s(immutable=True))
     """What the model learns: text-classification."""
 
-    dataset: DatasetSpec = Field(json_schema_extra=k8s(immutable=True))
+    dataset: TrainingDataset = Field(json_schema_extra=k8s(immutable=True))
     """Training (and validation) data."""
 
     hyperparameters: Hyperparameters = Field(
@@ -169,6 +215,9 @@ class TrainingJobStatus(JobStatus):
     labels: Annotated[list[Annotated[str, Field(max_length=256)]], Field(
         max_length=10_000)] = Field(default_factory=list)
     """Class labels the model predicts, in output order."""
+
+    dataset: DatasetSnapshot | None = None
+    """The data actually trained on, with its digest."""
 
 
 class TrainingJob(BaseModel):

@@ -18,7 +18,7 @@ from ..api.common import DatasetSpec, pvc_claim
 from ..api.optimizationjob import OptimizationJobSpec
 from .job import GangJobTemplate, Owner
 from .labels import OPTIMIZATION_JOB
-from .training import dataset_flags, number_flag
+from .training import dataset_flags, number_flag, rfc3339
 
 OPTIMIZE_COMMAND: Final = "modelloop-optimize"
 CONTAINER: Final = "optimizer"
@@ -52,6 +52,7 @@ def build_optimize_flags(*, spec: OptimizationJobSpec, inputs: OptimizationInput
     ]
     if spec.acceptance.min_speedup is not None:
         flags.append(f"--min-speedup={number_flag(spec.acceptance.min_speedup)}")
+    flags += comparison_flags(spec)
     flags += [
         f"--output-uri={spec.output.uri}",
         f"--archive-name={packaging.archive_name}",
@@ -62,6 +63,25 @@ def build_optimize_flags(*, spec: OptimizationJobSpec, inputs: OptimizationInput
         "--termination-log=/dev/termination-log",
     ]
     return flags
+
+
+def comparison_flags(spec: OptimizationJobSpec) -> list[str]:
+    """The champion/challenger flags of ``modelloop-optimize`` (none without a comparison)."""
+    comparison = spec.comparison
+    if comparison is None:
+        return []
+    flags = [f"--champion-uri={comparison.champion.uri}"]
+    if comparison.champion.name is not None:
+        flags.append(f"--champion-name={comparison.champion.name}")
+    holdout = comparison.holdout
+    if holdout is not None:
+        flags.append(f"--holdout-uri={holdout.uri}")
+        if holdout.since is not None:
+            flags.append(f"--holdout-since={rfc3339(holdout.since)}")
+        flags += [f"--holdout-fraction={number_flag(holdout.fraction)}",
+                  f"--min-holdout-rows={holdout.min_rows}"]
+    return [*flags, f"--min-improvement={number_flag(comparison.min_improvement)}",
+            f"--max-original-drop={number_flag(comparison.max_original_drop)}"]
 
 
 def expected_archive_uri(spec: OptimizationJobSpec) -> str:
@@ -75,6 +95,10 @@ def optimization_uris(*, spec: OptimizationJobSpec, inputs: OptimizationInputs) 
     uris = [inputs.model_uri, inputs.dataset.uri, spec.output.uri]
     if inputs.dataset.validation_uri is not None:
         uris.append(inputs.dataset.validation_uri)
+    if spec.comparison is not None:
+        uris.append(spec.comparison.champion.uri)
+        if spec.comparison.holdout is not None:
+            uris.append(spec.comparison.holdout.uri)
     return uris
 
 

@@ -8,16 +8,19 @@ shows exactly what ran, whatever the image's own defaults become.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Final
 
 from ..api.common import DatasetSpec, pvc_claim
-from ..api.trainingjob import TrainingJobSpec
+from ..api.trainingjob import CapturedData, TrainingJobSpec
 from .job import GangJobTemplate, Owner, master_address
 from .labels import TRAINING_JOB
 
 TRAINER_MODULE: Final = "modelloop_trainer.train"
 CONTAINER: Final = "trainer"
 COMPONENT: Final = "training"
+SNAPSHOT_DIR: Final = "dataset"
+"""Where, under its output, the trainer writes the data a run trained on."""
 
 
 def number_flag(value: float | int) -> str:
@@ -41,10 +44,28 @@ def dataset_flags(data: DatasetSpec) -> list[str]:
     return flags
 
 
+def rfc3339(moment: datetime) -> str:
+    """A UTC timestamp as the trainer's flags take it (``2026-12-06T12:00:00Z``)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def captured_flags(captured: CapturedData) -> list[str]:
+    """The labelled-traffic flags of ``modelloop-train``."""
+    flags = [f"--captured-uri={captured.uri}"]
+    if captured.since is not None:
+        flags.append(f"--captured-since={rfc3339(captured.since)}")
+    return [*flags, f"--captured-max-rows={captured.max_rows}",
+            f"--captured-min-rows={captured.min_rows}",
+            f"--holdout-fraction={number_flag(captured.holdout_fraction)}"]
+
+
 def build_trainer_flags(*, spec: TrainingJobSpec) -> list[str]:
     """``modelloop-train`` flags for the spec, in the contract's order."""
     data, hp = spec.dataset, spec.hyperparameters
     flags = [f"--model-uri={spec.model.uri}", *dataset_flags(data)]
+    if data.captured is not None:
+        flags += captured_flags(data.captured)
     flags += [
         f"--output-uri={spec.output.uri}",
         f"--epochs={hp.epochs}",
@@ -89,6 +110,8 @@ def training_uris(spec: TrainingJobSpec) -> list[str]:
     uris = [spec.model.uri, spec.dataset.uri, spec.output.uri]
     if spec.dataset.validation_uri is not None:
         uris.append(spec.dataset.validation_uri)
+    if spec.dataset.captured is not None:
+        uris.append(spec.dataset.captured.uri)
     return uris
 
 

@@ -110,6 +110,18 @@ def feedback_selector(*, namespace: str, collector_pod: str, version: str | None
             f'model_version="{version or NO_MODEL_VERSION}"')
 
 
+def labelled_count_query(*, namespace: str, collector_pod: str,
+                         seconds: int | None) -> str:
+    """Labelled requests of every model version the collector counted over the last
+    ``seconds`` (all since it started when None): what retrain.data.labelled.minRows
+    waits for. A restarted collector's counter starts again, so this may undercount;
+    the trainer counts the records themselves."""
+    selector = f'namespace="{namespace}",pod="{collector_pod}"'
+    if seconds is None:
+        return f"sum(modelloop_feedback_total{{{selector}}})"
+    return f"sum(increase(modelloop_feedback_total{{{selector}}}[{max(seconds, 60)}s]))"
+
+
 def render(query: str, *, window: str, selector: str, feedback: str = "") -> str:
     """``query`` with ``$window``, ``$selector`` and ``$feedback`` filled in."""
     return (query.replace(WINDOW_PLACEHOLDER, window).replace(SELECTOR_PLACEHOLDER, selector)

@@ -41,6 +41,7 @@ class Refusal:
     IN_FLIGHT: Final = "RetrainInFlight"
     COOLDOWN: Final = "RetrainCoolingDown"
     DAILY_LIMIT: Final = "RetrainDailyLimit"
+    WAITING_FOR_LABELS: Final = "RetrainWaitingForLabels"
 
 
 def training_job_name(*, deployment: str, run: int) -> str:

@@ -30,6 +30,7 @@ An analysis judges one model, the one in ``status.activeModel``. Two rules keep 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,14 +74,17 @@ from ..monitor.builtin_checks import (
     CheckQuery,
     check_queries,
     feedback_selector,
+    labelled_count_query,
     pod_selector,
 )
 from ..prometheus import PrometheusClient, PrometheusError
 from ..status import ConditionType, get_condition, set_condition
 from .retrain import LoopEvent, RetrainProgress, drive_retrains
+from .retrain_runs import serving_since
 from .rollout import RolloutPhase, RolloutState, Verdict, same_model, step_due
 
 RETRAINING: Final = "Retraining"
+logger = logging.getLogger(__name__)
 """Condition type: a retrain is in flight (or waiting for approval)."""
 
 
@@ -261,9 +265,12 @@ async def run_loop(*, kube: KubeClient, owner: Owner, spec: ModelDeploymentSpec,
             analysis = analysis.model_copy(update={"consecutive_failures": 0})
         degraded = is_degraded(analysis, failure_limit=monitoring.failure_limit)
     fresh = degraded and analysis is not None and analysis.result is CheckResult.UNHEALTHY
+    labelled = (await labelled_rows(spec, owner=owner, old=old, now=now)
+                if fresh else None)
     progress = await drive_retrains(kube=kube, owner=owner, spec=spec, old=old.retrain,
                                     analysis=analysis, degraded=fresh,
-                                    annotations=annotations, active=old.active_model, now=now)
+                                    annotations=annotations, active=old.active_model, now=now,
+                                    labelled_rows=labelled)
     promotion = promotion_replaces(progress.promoted, old.active_model)
     if promotion and analysis is not None:
         # The failures were the replaced model's: the promoted one starts from zero.
@@ -277,6 +284,27 @@ async def run_loop(*, kube: KubeClient, owner: Owner, spec: ModelDeploymentSpec,
         degraded = False
     return LoopOutcome(analysis=analysis, retrain=progress, degraded=degraded,
                        events=(*events, *progress.events), promotion=promotion)
+
+
+async def labelled_rows(spec: ModelDeploymentSpec, *, owner: Owner,
+                        old: ModelDeploymentStatus, now: datetime) -> float | None:
+    """How many labelled requests the collector counted since the served model began
+    serving (None: not asked for, or Prometheus did not say)."""
+    if (spec.monitoring is None or spec.retrain is None
+            or spec.retrain.data.labelled is None):
+        return None
+    since = serving_since(old.retrain.history if old.retrain else [], old.active_model)
+    seconds = int((now - since).total_seconds()) if since is not None else None
+    query = labelled_count_query(namespace=owner.namespace,
+                                 collector_pod=collector_pod_name(name=owner.name),
+                                 seconds=seconds)
+    try:
+        async with PrometheusClient.open(str(spec.monitoring.prometheus_url)) as prometheus:
+            return await prometheus.value(query)
+    except PrometheusError as exc:
+        logger.warning("ModelDeployment %s/%s: labelled count unknown: %s",
+                       owner.namespace, owner.name, exc)
+        return None
 
 
 async def canary_verdict(*, spec: ModelDeploymentSpec, state: RolloutState, owner: Owner,

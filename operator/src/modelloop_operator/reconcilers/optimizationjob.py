@@ -31,6 +31,8 @@ from ..api.optimizationjob import (
     OptimizationJobSpec,
     OptimizationJobStatus,
     OptimizationReport,
+    comparison_message,
+    parse_comparison,
 )
 from ..api.trainingjob import TRAININGJOB_KIND
 from ..builders.job import GangJobTemplate, Owner, build_job
@@ -117,7 +119,8 @@ def parse_report(raw: object) -> OptimizationReport | None:
     return OptimizationReport(
         baseline=_profile(raw.get("baseline")), optimized=_profile(raw.get("optimized")),
         size_ratio=_float(raw.get("sizeRatio")), speedup=_float(raw.get("speedup")),
-        accuracy_drop=_float(raw.get("accuracyDrop")))
+        accuracy_drop=_float(raw.get("accuracyDrop")),
+        comparison=parse_comparison(raw.get("comparison")))
 
 
 def accepted_message(*, report: OptimizationReport | None, acceptance: Acceptance) -> str:
@@ -139,6 +142,8 @@ def accepted_message(*, report: OptimizationReport | None, acceptance: Acceptanc
         parts.append(text)
     if report.size_ratio is not None:
         parts.append(f"size {report.size_ratio:.2f}x of the original")
+    if report.comparison is not None:
+        parts.append(comparison_message(report.comparison))
     return ", ".join(parts) or "empty report"
 
 

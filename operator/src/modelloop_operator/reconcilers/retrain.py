@@ -53,9 +53,13 @@ from .retrain_runs import (
     advance_run,
     build_optimization_job,
     build_training_job,
+    enough_labels,
     fingerprint_of,
+    gate_comparison,
+    labelled_data,
     retrain_reason,
     served_by_run,
+    serving_since,
     trigger_of,
 )
 from .rollout import same_model
@@ -162,7 +166,8 @@ def _adopt(history: list[RetrainRecord], runs: Mapping[str, Object], *,
 
 async def _advance(kube: KubeClient, *, owner: Owner, spec: ModelDeploymentSpec,
                    record: RetrainRecord, runs: Mapping[str, Object], fingerprint: str,
-                   approved: str | None, now: datetime) -> RunStep:
+                   approved: str | None, active: ServedModel | None,
+                   now: datetime) -> RunStep:
     retrain = spec.retrain
     template = retrain.optimization_job_template if retrain is not None else None
     tj = runs.get(record.training_job)
@@ -178,13 +183,19 @@ async def _advance(kube: KubeClient, *, owner: Owner, spec: ModelDeploymentSpec,
         run = run_number(record.training_job, deployment=owner.name)
         assert run is not None  # only runs named by us are tracked
         name = optimization_job_name(deployment=owner.name, run=run)
+        assert retrain is not None
+        comparison = gate_comparison(gate=retrain.gate, champion=active, training_job=tj)
         await _create_owned(kube, resource=OPTIMIZATION_JOBS, owner=owner,
                             manifest=build_optimization_job(
                                 owner=owner, template=template, name=name,
-                                training_job=record.training_job, fingerprint=fingerprint))
+                                training_job=record.training_job, fingerprint=fingerprint,
+                                comparison=comparison))
+        against = (f", gated against {active.version}" if comparison is not None
+                   and active is not None else "")
         step = RunStep(record.model_copy(update={
             "optimization_job": name,
-            "message": f"TrainingJob {record.training_job} succeeded; optimizing in {name}"}))
+            "message": f"TrainingJob {record.training_job} succeeded; optimizing in "
+                       f"{name}{against}"}))
     return step
 
 
@@ -207,9 +218,11 @@ async def _promoted_model(kube: KubeClient, *, owner: Owner, history: Sequence[R
 async def drive_retrains(*, kube: KubeClient, owner: Owner, spec: ModelDeploymentSpec,
                          old: RetrainStatus | None, analysis: AnalysisStatus | None,
                          degraded: bool, annotations: Mapping[str, str],
-                         active: ServedModel | None, now: datetime) -> RetrainProgress:
+                         active: ServedModel | None, now: datetime,
+                         labelled_rows: float | None = None) -> RetrainProgress:
     """One pass: adopt unrecorded runs, advance the unfinished ones, start a new one when
-    Degraded and the budget allows, and find the promoted model."""
+    Degraded, the budget allows and (with retrain.data.labelled) ``labelled_rows``
+    labelled requests reach minRows, and find the promoted model."""
     if spec.retrain is None and (old is None or not old.history):
         return RetrainProgress(status=old)
     status = old or RetrainStatus()
@@ -224,7 +237,8 @@ async def drive_retrains(*, kube: KubeClient, owner: Owner, spec: ModelDeploymen
         if record.outcome in FINAL:
             continue
         step = await _advance(kube, owner=owner, spec=spec, record=record, runs=runs,
-                              fingerprint=fingerprint, approved=approved, now=now)
+                              fingerprint=fingerprint, approved=approved, active=active,
+                              now=now)
         new = step.record
         if new.outcome is RetrainOutcome.PROMOTED and step.candidate is not None:
             was = active.version if active is not None else "nothing"
@@ -257,11 +271,14 @@ async def drive_retrains(*, kube: KubeClient, owner: Owner, spec: ModelDeploymen
                                       finished=r.outcome in FINAL) for r in history)]
         permission = may_retrain(spec.retrain, runs=known, last_triggered=last_triggered,
                                  now=now)
+        since = serving_since(history, active)
+        if permission.allowed:
+            permission = enough_labels(spec.retrain, labelled=labelled_rows, since=since)
         if permission.allowed:
             record, event, created = await _trigger(
                 kube, owner=owner, spec=spec, analysis=analysis,
                 names=[*runs, *(r.training_job for r in history)], fingerprint=fingerprint,
-                now=now)
+                active=active, since=since, now=now)
             history.insert(0, record)
             events.append(event)
             last_triggered = now
@@ -278,21 +295,44 @@ async def drive_retrains(*, kube: KubeClient, owner: Owner, spec: ModelDeploymen
         started=started)
 
 
+async def _warm_start_uri(kube: KubeClient, *, owner: Owner,
+                          active: ServedModel | None) -> str | None:
+    """The served model's own trained weights (its TrainingJob's output), if it has any."""
+    job = active.lineage.training_job if active is not None and active.lineage else None
+    if job is None:
+        return None
+    obj = await kube.get(resource=TRAINING_JOBS, namespace=owner.namespace, name=job)
+    uri = ((obj or {}).get("status", {}).get("model") or {}).get("uri")
+    return uri if isinstance(uri, str) and uri else None
+
+
 async def _trigger(kube: KubeClient, *, owner: Owner, spec: ModelDeploymentSpec,
                    analysis: AnalysisStatus | None, names: Sequence[str], fingerprint: str,
+                   active: ServedModel | None, since: datetime | None,
                    now: datetime) -> tuple[RetrainRecord, LoopEvent, bool]:
     assert spec.retrain is not None and spec.retrain.training_job_template is not None
     run = next_run(deployment=owner.name, names=names)
     name = training_job_name(deployment=owner.name, run=run)
     checks = failed_checks(analysis)
     trigger = RetrainTrigger(model_deployment=owner.name, checks=checks, at=now)
+    captured = labelled_data(capture=spec.capture, retrain=spec.retrain, since=since)
+    warm = (await _warm_start_uri(kube, owner=owner, active=active)
+            if spec.retrain.data.warm_start else None)
     created = await _create_owned(kube, resource=TRAINING_JOBS, owner=owner,
                                   manifest=build_training_job(
                                       owner=owner, template=spec.retrain.training_job_template,
-                                      name=name, trigger=trigger, fingerprint=fingerprint))
+                                      name=name, trigger=trigger, fingerprint=fingerprint,
+                                      captured=captured, warm_start=warm))
     shown = ", ".join(f"{c.name}={c.value:.4g}" if c.value is not None else c.name
                       for c in checks) or "failed checks"
-    message = (f"TrainingJob {name} created: {shown}" if created
+    data = ""
+    if captured is not None:
+        data += f"; base data + labelled traffic from {captured.uri}"
+    if spec.retrain.data.warm_start:
+        data += (f"; warm start from {warm}" if warm is not None
+                 else "; warm start asked, but the served model has no TrainingJob output:"
+                      " from the base model")
+    message = (f"TrainingJob {name} created: {shown}{data}" if created
                else f"TrainingJob {name} already existed (claimed by an earlier pass)")
     logger.info("ModelDeployment %s/%s: %s", owner.namespace, owner.name, message)
     record = RetrainRecord(training_job=name, triggered_at=now, checks=checks, message=message)

@@ -29,19 +29,32 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from ..api.capture import CaptureSpec
 from ..api.common import LocalObjectReference, RetrainTrigger, TriggerCheck
 from ..api.meta import API_VERSION
 from ..api.modeldeployment import DeploymentModelSource, ServedModel
 from ..api.monitoring import (
     OptimizationJobTemplate,
     Promotion,
+    PromotionGate,
     RetrainOutcome,
     RetrainRecord,
+    RetrainSpec,
     TrainingJobTemplate,
 )
+from ..api.optimizationjob import (
+    Champion,
+    Comparison,
+    ComparisonReport,
+    Holdout,
+    comparison_message,
+    parse_comparison,
+)
+from ..api.trainingjob import CapturedData
 from ..builders import labels as lbl
 from ..builders.job import Owner, owner_reference
 from ..monitor.builtin_checks import CONFIDENCE, DRIFT, ERROR_RATE
+from ..monitor.retrain_policy import Permission, Refusal
 from ..status import ConditionType
 from .sources import SourceState, resolve_served_model, resolve_training_job
 
@@ -55,6 +68,8 @@ APPROVE_ANNOTATION: Final = "modelloop.dev/approve-promotion"
 """On the ModelDeployment: the name of the run (TrainingJob or OptimizationJob) a person
 approves for promotion."""
 RETRAIN_COMPONENT: Final = "retrain"
+LABELLED_STREAM: Final = "labelled"
+"""The capture sink's directory of labelled records (docs/capture.md)."""
 
 FINAL: Final = frozenset({RetrainOutcome.PROMOTED, RetrainOutcome.REJECTED,
                           RetrainOutcome.FAILED})
@@ -93,13 +108,62 @@ def _metadata(*, owner: Owner, name: str, labels: Mapping[str, str],
     }
 
 
+def labelled_data(*, capture: CaptureSpec | None, retrain: RetrainSpec,
+                  since: datetime | None) -> CapturedData | None:
+    """The ``dataset.captured`` of a run's TrainingJob: the capture sink's labelled
+    records served since ``since`` (when the served model began serving). The operator
+    waits for ``minRows`` before a run starts; the trainer refuses only an empty set."""
+    labelled = retrain.data.labelled
+    if labelled is None or capture is None:
+        return None
+    return CapturedData(uri=f"{capture.sink.rstrip('/')}/{LABELLED_STREAM}", since=since,
+                        max_rows=labelled.max_rows, min_rows=1,
+                        holdout_fraction=labelled.holdout_fraction)
+
+
+def serving_since(history: Sequence[RetrainRecord],
+                  active: ServedModel | None) -> datetime | None:
+    """When the served model began serving, if a promotion put it there (its run's finish
+    time); None for the spec's own model: then every kept labelled record counts."""
+    if active is None:
+        return None
+    for record in history:
+        if (record.outcome is RetrainOutcome.PROMOTED
+                and active.version in (record.training_job, record.optimization_job)):
+            return record.finished_at
+    return None
+
+
+def enough_labels(retrain: RetrainSpec, *, labelled: float | None,
+                  since: datetime | None) -> Permission:
+    """Whether enough labelled requests exist to retrain on (always, without
+    retrain.data.labelled). ``labelled``: the collector's count (None: unknown)."""
+    wanted = retrain.data.labelled
+    if wanted is None:
+        return Permission(True)
+    have = 0 if labelled is None else int(labelled)
+    if have >= wanted.min_rows:
+        return Permission(True)
+    when = f"since {since.isoformat()}" if since is not None else "kept"
+    return Permission(False, Refusal.WAITING_FOR_LABELS,
+                      f"waiting for labels: {have} labelled requests {when}, "
+                      f"retrain.data.labelled.minRows {wanted.min_rows}")
+
+
 def build_training_job(*, owner: Owner, template: TrainingJobTemplate, name: str,
-                       trigger: RetrainTrigger, fingerprint: str) -> dict[str, Any]:
+                       trigger: RetrainTrigger, fingerprint: str,
+                       captured: CapturedData | None = None,
+                       warm_start: str | None = None) -> dict[str, Any]:
     """The TrainingJob of a run: the template, its output under ``<uri>/<name>`` so runs
-    never overwrite each other, owned by and labelled with the deployment, and the trigger
-    (failed checks and values) for its lineage."""
+    never overwrite each other, owned by and labelled with the deployment, the trigger
+    (failed checks and values) for its lineage, the labelled traffic to train on as well,
+    and the served model's weights to start from (``warm_start``) if asked."""
     spec = template.spec.model_dump(mode="json", exclude_none=True)
     spec["output"]["uri"] = _with_run_name(spec["output"]["uri"], name)
+    if captured is not None:
+        spec["dataset"]["captured"] = captured.model_dump(mode="json", exclude_none=True)
+    if warm_start is not None:
+        spec["model"]["uri"] = warm_start
     annotations = {**template.metadata.annotations,
                    TRIGGERED_BY_ANNOTATION: trigger.model_dump_json(exclude_none=True)}
     return {"apiVersion": API_VERSION, "kind": "TrainingJob",
@@ -108,12 +172,35 @@ def build_training_job(*, owner: Owner, template: TrainingJobTemplate, name: str
             "spec": spec}
 
 
+def gate_comparison(*, gate: PromotionGate, champion: ServedModel | None,
+                    training_job: Mapping[str, Any] | None) -> Comparison | None:
+    """The promotion gate as the OptimizationJob's ``comparison``: the served model as
+    champion and, when the run trained on labelled traffic, the holdout its TrainingJob
+    kept out (same sink, ``since`` and fraction). None when nothing is served."""
+    if champion is None or champion.archive_uri is None:
+        return None
+    spec = (training_job or {}).get("spec", {})
+    captured = ((spec.get("dataset") or {}).get("captured")) or None
+    holdout = None
+    if captured is not None:
+        holdout = Holdout(uri=captured["uri"], since=captured.get("since"),
+                          fraction=captured.get("holdoutFraction", 0.2),
+                          min_rows=gate.min_holdout_rows)
+    return Comparison(champion=Champion(uri=champion.archive_uri, name=champion.version),
+                      holdout=holdout, min_improvement=gate.min_improvement,
+                      max_original_drop=gate.max_original_drop)
+
+
 def build_optimization_job(*, owner: Owner, template: OptimizationJobTemplate, name: str,
-                           training_job: str, fingerprint: str) -> dict[str, Any]:
-    """The OptimizationJob of a run, sourced from its TrainingJob."""
+                           training_job: str, fingerprint: str,
+                           comparison: Comparison | None = None) -> dict[str, Any]:
+    """The OptimizationJob of a run, sourced from its TrainingJob, gated against the
+    served model (``comparison``)."""
     spec = template.spec.model_dump(mode="json", exclude_none=True)
     spec["output"]["uri"] = _with_run_name(spec["output"]["uri"], name)
     spec["source"] = {"trainingJobRef": {"name": training_job}}
+    if comparison is not None:
+        spec["comparison"] = comparison.model_dump(mode="json", exclude_none=True)
     return {"apiVersion": API_VERSION, "kind": "OptimizationJob",
             "metadata": _metadata(owner=owner, name=name, labels=template.metadata.labels,
                                   annotations=template.metadata.annotations,
@@ -199,19 +286,33 @@ def advance_run(record: RetrainRecord, *, training_job: Mapping[str, Any] | None
         return RunStep(record, create_optimization=True)
     state, message, served = served_by_run(record, training_job=training_job,
                                            optimization_job=optimization_job)
+    record = record.model_copy(update={"dataset_digest": _digest_of(training_job),
+                                       "gate": gate_of(optimization_job)})
     if state is SourceState.FAILED:
         rejected = _rejected(optimization_job)
         return _end(record, RetrainOutcome.REJECTED if rejected else RetrainOutcome.FAILED,
                     message, now)
     if state is SourceState.WAITING or served is None:
         return RunStep(record)
+    gate = f"; gate {comparison_message(record.gate)}" if record.gate is not None else ""
     names = {record.training_job, record.optimization_job} - {None}
     if promotion is Promotion.AUTO or (approved is not None and approved in names):
         how = "automatic promotion" if promotion is Promotion.AUTO else f"approved ({approved})"
         return RunStep(record.model_copy(update={
             "outcome": RetrainOutcome.PROMOTED, "finished_at": now,
-            "message": f"{served.version} promoted: {how}"}), candidate=served)
+            "message": f"{served.version} promoted: {how}{gate}"[:1024]}), candidate=served)
     return RunStep(record.model_copy(update={
         "outcome": RetrainOutcome.AWAITING_PROMOTION,
-        "message": f"{served.version} is ready; approve it with the annotation "
-                   f"{APPROVE_ANNOTATION}: {served.version}"}), candidate=served)
+        "message": (f"{served.version} is ready{gate}; approve it with the annotation "
+                    f"{APPROVE_ANNOTATION}: {served.version}")[:1024]}), candidate=served)
+
+
+def gate_of(optimization_job: Mapping[str, Any] | None) -> ComparisonReport | None:
+    """The promotion gate's figures from a run's OptimizationJob status."""
+    report = (optimization_job or {}).get("status", {}).get("report") or {}
+    return parse_comparison(report.get("comparison"))
+
+
+def _digest_of(training_job: Mapping[str, Any] | None) -> str | None:
+    digest = ((training_job or {}).get("status", {}).get("dataset") or {}).get("digest")
+    return digest if isinstance(digest, str) and digest else None

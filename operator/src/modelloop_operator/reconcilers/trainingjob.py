@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -21,10 +21,15 @@ from pydantic import ValidationError
 from ..api import describe_validation_error
 from ..api.common import Lineage, ModelArtifact, RetrainTrigger, RunPolicy
 from ..api.meta import API_VERSION, GROUP, VERSION
-from ..api.trainingjob import TRAININGJOB_KIND, TrainingJobSpec, TrainingJobStatus
+from ..api.trainingjob import (
+    TRAININGJOB_KIND,
+    DatasetSnapshot,
+    TrainingJobSpec,
+    TrainingJobStatus,
+)
 from ..builders.job import GangJobTemplate, Owner, build_job
 from ..builders.labels import TRAINING_JOB
-from ..builders.training import CONTAINER, build_training_template
+from ..builders.training import CONTAINER, SNAPSHOT_DIR, build_training_template
 from ..errors import InvalidSpecError
 from ..kube import Resource
 from ..status import Reason
@@ -86,12 +91,15 @@ def training_status(
         return old.model_copy(update={"observed_generation": generation})
     message = decision.message
     metrics, model, labels = dict(old.metrics), old.model, list(old.labels)
+    dataset = old.dataset
     if decision.phase.is_terminal and decision.reason == Reason.SUCCEEDED:
         leader = observed.leader
         parsed = parse_termination_message(leader.termination_message if leader else None)
         if parsed.summary is not None:
             metrics = dict(parsed.summary.metrics)
             labels = list(parsed.summary.labels)
+            dataset = parse_snapshot(parsed.summary.raw.get("dataset"),
+                                     output=spec.output.uri if spec else None)
             model = ModelArtifact(
                 uri=parsed.summary.output_uri or (spec.output.uri if spec else None),
                 checksum=parsed.summary.checksum)
@@ -103,6 +111,7 @@ def training_status(
     lineage = old.lineage
     if spec is not None:
         lineage = Lineage(base_model=spec.model.uri, dataset=spec.dataset.uri,
+                          dataset_digest=dataset.digest if dataset is not None else None,
                           training_job=name, triggered_by=triggered_by)
     return TrainingJobStatus(
         phase=decision.phase,
@@ -119,7 +128,23 @@ def training_status(
         metrics=metrics,
         model=model,
         labels=labels,
+        dataset=dataset,
     )
+
+
+def parse_snapshot(raw: object, *, output: str | None) -> DatasetSnapshot | None:
+    """``status.dataset`` from the trainer's ``dataset`` section (digest and row counts);
+    None when absent or malformed, never fatal."""
+    if not isinstance(raw, Mapping):
+        return None
+    digest = raw.get("digest")
+    rows = raw.get("rows")
+    counts = ({str(k): v for k, v in rows.items()
+               if isinstance(v, int) and not isinstance(v, bool)}
+              if isinstance(rows, Mapping) else {})
+    return DatasetSnapshot(
+        uri=f"{output.rstrip('/')}/{SNAPSHOT_DIR}" if output else None,
+        digest=digest if isinstance(digest, str) and digest else None, rows=counts)
 
 
 def _template_for(*, runtime: Runtime, owner: Owner,
