@@ -13,6 +13,7 @@ shaped like the Deployment's pods (``<deployment>-<hash>-<suffix>``).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -288,3 +289,52 @@ def test_a_canary_passing_its_checks_is_promoted(
                                                replicas=2, rollout=rollout, model=V2))
     wait_status(operator, cluster, namespace, "promoted to v2", lambda s: (
         (s.get("activeModel") or {}).get("archiveUri") == V2 and "rollout" not in s))
+
+
+def set_feedback(prom: tuple[PrometheusServer, TestExporter], namespace: str, *,
+                 version: str, correct: float, wrong: float) -> None:
+    """The collector's feedback counters for one model version, as Prometheus has them."""
+    server, exporter = prom
+    pod = f"{NAME}-collector-0"
+    for flag, count in (("true", correct), ("false", wrong)):
+        exporter.set("modelloop_feedback_total", count, namespace=namespace, pod=pod,
+                     model_version=version, label="sport",
+                     predicted="sport" if flag == "true" else "tech", correct=flag)
+        server.wait_for(f'modelloop_feedback_total{{pod="{pod}",model_version="{version}",'
+                        f'correct="{flag}"}} == {count}')
+
+
+def test_a_canary_less_accurate_than_stable_on_feedback_is_rolled_back(
+        cluster: ControlPlane, namespace: str, kwok_node: str, operator: RunningOperator,
+        prom: tuple[PrometheusServer, TestExporter], metrics_source: TestExporter) -> None:
+    """Both tracks clear accuracy.min (0.6) on their own; the canary is 0.20 below the
+    stable track's live accuracy over the same window, beyond maxAccuracyDrop 0.05."""
+    from modelloop_operator.reconcilers.sources import uri_version
+
+    set_drift(prom, namespace, 0.05)
+    set_drift(prom, namespace, 0.05, pod=CANARY_POD)
+    rollout = {"strategy": "Canary",
+               "canary": {"steps": [{"weight": 50}], "interval": "2s", "analysis": True,
+                          "maxAccuracyDrop": 0.05}}
+    spec: Json = {"replicas": 2, "rollout": rollout,
+                  "capture": {"sink": "file:///captures/news"}}
+    mdep = model_deployment(node=kwok_node, prometheus_url=prom[0].url, **spec)
+    mdep["spec"]["monitoring"]["accuracy"] = {"min": 0.6, "minSamples": 50}
+    apply(cluster, namespace, mdep)
+    wait_status(operator, cluster, namespace, "Ready on v1", lambda s: (
+        s.get("phase") == "Ready" and (s.get("activeModel") or {}).get("archiveUri") == V1))
+    # Counters that grow within the window: accuracy is an increase() over it.
+    for version in (V1, V2):
+        set_feedback(prom, namespace, version=uri_version(version), correct=0, wrong=0)
+    time.sleep(3)
+    set_feedback(prom, namespace, version=uri_version(V1), correct=90, wrong=10)
+    set_feedback(prom, namespace, version=uri_version(V2), correct=70, wrong=30)
+    mdep["spec"]["model"] = {"archiveUri": V2}
+    apply(cluster, namespace, mdep)
+    st = wait_status(operator, cluster, namespace, "rolled back", lambda s: (
+        condition(s, "Degraded").get("reason") == "RolledBack"))
+    # increase() extrapolates over the window: the figures are close to 0.7 and 0.9.
+    assert re.search(r"accuracyVsStable: canary accuracy 0\.(69|70)\d < stable 0\.(89|90)\d "
+                     r"- maxAccuracyDrop 0\.05", st["rollout"]["message"]), st["rollout"]
+
+    assert st["activeModel"]["archiveUri"] == V1

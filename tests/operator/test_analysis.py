@@ -224,3 +224,27 @@ class TestSchedule:
                                 now=NOW + timedelta(seconds=29))
         assert analysis_due(last, interval=timedelta(seconds=30),
                             now=NOW + timedelta(seconds=30))
+
+
+def test_a_canary_is_judged_against_the_stable_tracks_live_accuracy() -> None:
+    from modelloop_operator.monitor.analysis import versus_stable
+
+    def judge(canary: Observation, stable: Observation,
+              on_missing: OnMissingData = OnMissingData.INCONCLUSIVE) -> CheckStatus:
+        return versus_stable(name="accuracyVsStable", canary=canary, stable=stable,
+                             min_samples=50, max_drop=0.02, on_missing=on_missing)
+
+    worse = judge(Observation(0.80, 120), Observation(0.90, 400))
+    assert worse.result is CheckResult.UNHEALTHY and worse.min == pytest.approx(0.88)
+    assert worse.message == ("canary accuracy 0.800 < stable 0.900 - maxAccuracyDrop 0.02 "
+                             "(120 vs 400 labelled)")
+    assert judge(Observation(0.885, 120), Observation(0.90, 400)).result is CheckResult.HEALTHY
+    assert judge(Observation(0.88, 120), Observation(0.90, 400)).result is CheckResult.HEALTHY
+    few = judge(Observation(0.10, 12), Observation(0.90, 400))
+    assert (few.result, few.message) == (CheckResult.INCONCLUSIVE,
+                                         "canary: 12 labelled requests, 50 needed")
+    blind = judge(Observation(0.9, 100), Observation(None, None), OnMissingData.FAIL)
+    assert blind.result is CheckResult.UNHEALTHY
+    assert blind.message.startswith("stable: 0 labelled requests, 50 needed")
+    down = judge(Observation(error="unreachable"), Observation(0.9, 100))
+    assert down.message == "canary query failed: unreachable"

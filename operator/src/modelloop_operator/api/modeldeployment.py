@@ -125,6 +125,11 @@ class CanarySpec(SpecModel):
     analysis: bool = True
     """Evaluate spec.monitoring checks on the canary pods at each step."""
 
+    max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] = 0.02
+    """With monitoring.accuracy: the canary's live accuracy from feedback must be at least
+    the stable track's over the same window minus this, at each step (the check
+    accuracyVsStable; Inconclusive until both have accuracy.minSamples labelled requests)."""
+
 
 class RolloutSpec(SpecModel):
     """How model changes are rolled out."""

@@ -180,3 +180,31 @@ def summary(analysis: AnalysisStatus) -> str:
         parts.append(f"{c.name}={value} {c.result.value}")
     result = analysis.result.value if analysis.result is not None else "Inconclusive"
     return f"analysis {result}: " + ", ".join(parts)
+
+
+def versus_stable(*, name: str, canary: Observation, stable: Observation, min_samples: int,
+                  max_drop: float, on_missing: OnMissingData) -> CheckStatus:
+    """The canary's live accuracy against the stable track's over the same window: healthy
+    when it is at least the stable figure minus ``max_drop``; both need ``min_samples``
+    labelled requests, as the accuracy check does."""
+    reference = CheckQuery(name=name, query="", samples_query="", bounds=Bounds(min=0.0))
+    for track, observed in (("stable", stable), ("canary", canary)):
+        if observed.error:
+            return _missing(reference, observed, why=f"{track} query failed: {observed.error}",
+                            on_missing=on_missing)
+        value, samples = observed.value, observed.samples
+        if value is None or not math.isfinite(value) or samples is None \
+                or not math.isfinite(samples) or samples < min_samples:
+            have = _number(samples) if samples is not None and math.isfinite(samples) else "0"
+            return _missing(reference, canary,
+                            why=f"{track}: {have} labelled requests, {min_samples} needed",
+                            on_missing=on_missing)
+    assert canary.value is not None and stable.value is not None
+    floor = stable.value - max_drop
+    healthy = canary.value >= floor - 1e-12
+    shown = (f"canary accuracy {canary.value:.3f} {'>=' if healthy else '<'} stable "
+             f"{stable.value:.3f} - maxAccuracyDrop {_number(max_drop)} "
+             f"({_number(canary.samples or 0)} vs {_number(stable.samples or 0)} labelled)")
+    return CheckStatus(name=name, result=CheckResult.HEALTHY if healthy
+                       else CheckResult.UNHEALTHY, value=canary.value, samples=canary.samples,
+                       min=floor, message=shown)

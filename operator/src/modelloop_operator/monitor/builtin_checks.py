@@ -44,6 +44,8 @@ ERROR_RATE: Final = "errorRate"
 INPUT_DRIFT: Final = "inputDrift"
 ACCURACY: Final = "accuracy"
 MACRO_F1: Final = "macroF1"
+ACCURACY_VS_STABLE: Final = "accuracyVsStable"
+"""A canary's live accuracy against the stable track's (rollout.canary.maxAccuracyDrop)."""
 
 NO_MODEL_VERSION: Final = "none-served-yet"
 """The version a feedback selector names before any model is served: it matches nothing."""
@@ -108,6 +110,11 @@ def feedback_selector(*, namespace: str, collector_pod: str, version: str | None
     """Label matchers for one model version's feedback counts (``$feedback``)."""
     return (f'namespace="{namespace}",pod="{collector_pod}",'
             f'model_version="{version or NO_MODEL_VERSION}"')
+
+
+def builtin_query(name: str) -> tuple[str, str]:
+    """A built-in check's value and samples queries, unrendered."""
+    return _BUILTIN[name]
 
 
 def labelled_count_query(*, namespace: str, collector_pod: str,

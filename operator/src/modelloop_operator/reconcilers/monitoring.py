@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from ..api.common import ConditionStatus, parse_duration
 from ..api.modeldeployment import (
+    CanarySpec,
     ModelDeploymentPhase,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
@@ -45,6 +46,7 @@ from ..api.modeldeployment import (
 )
 from ..api.monitoring import (
     AnalysisStatus,
+    Bounds,
     CheckResult,
     CheckStatus,
     MonitoringSpec,
@@ -69,13 +71,18 @@ from ..monitor.analysis import (
     next_analysis,
     overall_result,
     summary,
+    versus_stable,
 )
 from ..monitor.builtin_checks import (
+    ACCURACY,
+    ACCURACY_VS_STABLE,
     CheckQuery,
+    builtin_query,
     check_queries,
     feedback_selector,
     labelled_count_query,
     pod_selector,
+    render,
 )
 from ..prometheus import PrometheusClient, PrometheusError
 from ..status import ConditionType, get_condition, set_condition
@@ -84,8 +91,8 @@ from .retrain_runs import serving_since
 from .rollout import RolloutPhase, RolloutState, Verdict, same_model, step_due
 
 RETRAINING: Final = "Retraining"
-logger = logging.getLogger(__name__)
 """Condition type: a retrain is in flight (or waiting for approval)."""
+logger = logging.getLogger(__name__)
 
 
 class LoopReason:
@@ -320,6 +327,9 @@ async def canary_verdict(*, spec: ModelDeploymentSpec, state: RolloutState, owne
                             deployment=deployment_name(name=owner.name, track=Track.CANARY))
     checks = (await evaluate(monitoring, selector=selector, old=None, now=now,
                              feedback=model_feedback(owner, state.canary))).checks
+    if monitoring.accuracy is not None:
+        checks = [*checks, await canary_versus_stable(monitoring, canary=canary, owner=owner,
+                                                      state=state)]
     result = overall_result(checks)
     if result is CheckResult.UNHEALTHY:
         failing = "; ".join(f"{c.name}: {c.message}" for c in checks
@@ -328,6 +338,25 @@ async def canary_verdict(*, spec: ModelDeploymentSpec, state: RolloutState, owne
     if result is CheckResult.HEALTHY:
         return Verdict.PASS, ""
     return Verdict.INCONCLUSIVE, ""
+
+
+async def canary_versus_stable(monitoring: MonitoringSpec, *, canary: CanarySpec,
+                               owner: Owner, state: RolloutState) -> CheckStatus:
+    """``accuracyVsStable``: both tracks' live accuracy from feedback, same window."""
+    assert monitoring.accuracy is not None
+    query, samples = builtin_query(ACCURACY)
+    tracks = [CheckQuery(name=track, bounds=Bounds(min=0.0),
+                         query=render(query, window=monitoring.window, selector="",
+                                      feedback=model_feedback(owner, model)),
+                         samples_query=render(samples, window=monitoring.window, selector="",
+                                              feedback=model_feedback(owner, model)))
+              for track, model in (("canary", state.canary), ("stable", state.stable))]
+    observed = await observe_checks(str(monitoring.prometheus_url), tracks)
+    return versus_stable(
+        name=ACCURACY_VS_STABLE, canary=observed["canary"], stable=observed["stable"],
+        min_samples=(monitoring.accuracy.min_samples if monitoring.accuracy.min_samples
+                     is not None else monitoring.min_samples),
+        max_drop=canary.max_accuracy_drop, on_missing=monitoring.on_missing_data)
 
 
 def _keep_transition(conditions: list[Any], *, old: ModelDeploymentStatus, type_: str,
