@@ -299,8 +299,8 @@ class RetrainSpec(SpecModel):
 
     gate: PromotionGate = Field(default_factory=PromotionGate,
                                 json_schema_extra=k8s(default={}))
-    """Rules against the served model; applied whenever an optimizationJobTemplate is set
-    and a model is being served."""
+    """Rules against the served model; applied to every retrain on labelled traffic
+    (data.labelled) while a model is being served."""
 
     @model_validator(mode="after")
     def _template_when_enabled(self) -> RetrainSpec:

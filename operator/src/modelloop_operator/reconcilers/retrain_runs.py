@@ -176,11 +176,12 @@ def gate_comparison(*, gate: PromotionGate, champion: ServedModel | None,
                     training_job: Mapping[str, Any] | None) -> Comparison | None:
     """The promotion gate as the OptimizationJob's ``comparison``: the served model as
     champion and, when the run trained on labelled traffic, the holdout its TrainingJob
-    kept out (same sink, ``since`` and fraction). None when nothing is served."""
-    if champion is None or champion.archive_uri is None:
-        return None
+    kept out (same sink, ``since`` and fraction). None when nothing is served or the run
+    did not train on labelled traffic (retrain.data.labelled)."""
     spec = (training_job or {}).get("spec", {})
     captured = ((spec.get("dataset") or {}).get("captured")) or None
+    if champion is None or champion.archive_uri is None or captured is None:
+        return None
     holdout = None
     if captured is not None:
         holdout = Holdout(uri=captured["uri"], since=captured.get("since"),
