@@ -96,6 +96,9 @@ class ArtifactContents:
     metrics: Mapping[str, Any] | None = None
     techniques: Sequence[Mapping[str, Any]] = ()
     lineage: Mapping[str, Any] = field(default_factory=dict)
+    # The data the model was trained on: {"digest": "sha256:...", "rows": {...}}, the
+    # trainer's `<output>/dataset/snapshot.json` digest and row counts. Omitted if None.
+    dataset: Mapping[str, Any] | None = None
 
 
 def save_artifact(
@@ -156,6 +159,7 @@ def save_artifact(
         "parameters": sum(int(v.numel()) for v in tensors.values()),
         "techniques": [dict(t) for t in contents.techniques],
         "lineage": dict(contents.lineage),
+        **({"dataset": dict(contents.dataset)} if contents.dataset is not None else {}),
         "createdBy": {
             "modelloop-trainer": __version__,
             "torch": torch.__version__,
