@@ -4,8 +4,11 @@ Recipe: load the trained artifact and the evaluation data; measure the baseline;
 techniques in order (distillation trains on the data's training split; quantization comes
 last); write the optimized artifact and load it back, so that what is measured is exactly
 what ships, including its size on disk; decide acceptance; package the accepted model as a
-TorchServe archive. A rejected result still writes its report and termination message and
-exits 4. Flags: docs/contracts.md section 2.
+TorchServe archive. With --champion-uri the optimized model is also compared with the model
+being served (the champion) on the validation data and, with --holdout-uri, on a holdout of
+recent labelled traffic (optimize/compare.py); a failed comparison is a rejection. A
+rejected result still writes its report and termination message and exits 4. Flags:
+docs/contracts.md section 2.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import argparse
 import json
 import sys
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +33,21 @@ from modelloop_trainer.artifact import (
     load_artifact,
     save_artifact,
 )
+from modelloop_trainer.captured import load_captured
 from modelloop_trainer.cli import ArgumentParser, add_termination_flag, run_command
-from modelloop_trainer.datasets import Splits, load_splits
-from modelloop_trainer.errors import InputError, RejectedError
-from modelloop_trainer.evaluate import predict_proba_and_embeddings
+from modelloop_trainer.datasets import Examples, Splits, load_splits
+from modelloop_trainer.errors import ArtifactError, InputError, RejectedError
+from modelloop_trainer.evaluate import predict_proba, predict_proba_and_embeddings
+from modelloop_trainer.optimize.compare import (
+    Figures,
+    Rules,
+    Side,
+    comparison_report,
+    decide,
+    figures,
+    figures_from_metrics,
+    verdict,
+)
 from modelloop_trainer.optimize.distill import distill
 from modelloop_trainer.optimize.measure import Measurement, MeasureSettings, measure_pair
 from modelloop_trainer.optimize.package import (
@@ -53,9 +70,13 @@ from modelloop_trainer.optimize.techniques import (
 from modelloop_trainer.profile import build_reference_profile
 from modelloop_trainer.progress import Progress
 from modelloop_trainer.storage import check_writable, fetch, parse_uri, publish
+from modelloop_trainer.termination import LIMIT_BYTES
 from modelloop_trainer.train import add_dataset_flags, dataset_spec
 
 REPORT_FILE = "report.json"
+# The summary, message included, stays this far below the kubelet's 4 KiB: the run_command
+# envelope (v, kind, status, exitCode) and JSON escaping need the rest.
+_SUMMARY_BUDGET_BYTES = LIMIT_BYTES - 512
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +102,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-samples", type=int, default=100)
     p.add_argument("--throughput-batches", type=int, default=8)
     p.add_argument("--no-package", action="store_true", help="skip the TorchServe archive")
+    g = p.add_argument_group("champion/challenger comparison (docs/trainer.md)")
+    g.add_argument(
+        "--champion-uri",
+        default=None,
+        help="the model being served: a model directory or a TorchServe .mar; the optimized "
+        "model is accepted only if it holds its own against it",
+    )
+    g.add_argument("--champion-name", default=None, help="the champion's name in the report")
+    g.add_argument(
+        "--holdout-uri",
+        default=None,
+        help="labelled records (modelloop.dev/labelled/v1, a capture sink's labelled/ "
+        "directory) whose holdout both models are evaluated on",
+    )
+    g.add_argument("--holdout-since", default=None, help="RFC 3339: only requests from then on")
+    g.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.2,
+        help="the fraction the candidate's training kept out (the same split is taken)",
+    )
+    g.add_argument("--min-holdout-rows", type=int, default=20)
+    g.add_argument(
+        "--min-improvement",
+        type=float,
+        default=0.0,
+        help="candidate holdout accuracy minus the champion's must be at least this",
+    )
+    g.add_argument(
+        "--max-original-drop",
+        type=float,
+        default=0.01,
+        help="champion accuracy on the validation data minus the candidate's: at most this",
+    )
     add_termination_flag(p)
     return p
 
@@ -103,6 +158,7 @@ def validate(args: argparse.Namespace) -> tuple[list[Technique], Path | None, Se
     if args.max_batch_delay_ms < 0:
         raise InputError("--max-batch-delay-ms must be >= 0")
     validate_archive_name(args.archive_name)
+    _validate_comparison(args)
     handler: Path | None = None
     if not args.no_package:
         handler = Path(args.handler) if args.handler else default_handler_path()
@@ -118,6 +174,34 @@ def validate(args: argparse.Namespace) -> tuple[list[Technique], Path | None, Se
         response_timeout_s=args.response_timeout_s,
     )
     return techniques, handler, serving
+
+
+def _validate_comparison(args: argparse.Namespace) -> None:
+    """The comparison flags, checked before any work (exit 2). Whether the champion and the
+    holdout can be read is found out later: that failure rejects the run (exit 4)."""
+    if not args.champion_uri:
+        if args.holdout_uri:
+            raise InputError("--holdout-uri needs --champion-uri (the model to compare with)")
+        return
+    if not -1 <= args.min_improvement <= 1:
+        raise InputError(f"--min-improvement must be in [-1, 1], got {args.min_improvement}")
+    if not 0 <= args.max_original_drop <= 1:
+        raise InputError(f"--max-original-drop must be in [0, 1], got {args.max_original_drop}")
+    if args.min_holdout_rows < 1:
+        raise InputError(f"--min-holdout-rows must be >= 1, got {args.min_holdout_rows}")
+    if not 0 < args.holdout_fraction < 1:
+        raise InputError(f"--holdout-fraction must be in (0, 1), got {args.holdout_fraction}")
+    if args.holdout_since is not None:
+        try:
+            since = datetime.fromisoformat(args.holdout_since)
+        except ValueError as exc:
+            raise InputError(
+                f"--holdout-since {args.holdout_since!r}: not an RFC 3339 time ({exc})"
+            ) from exc
+        if since.tzinfo is None:
+            raise InputError(
+                f"--holdout-since {args.holdout_since!r}: needs a time zone (Z or +hh:mm)"
+            )
 
 
 def optimize(args: argparse.Namespace) -> dict[str, Any]:
@@ -172,6 +256,16 @@ def optimize(args: argparse.Namespace) -> dict[str, Any]:
         )
         progress.event("measured", "baseline", **base_m.to_json())
         progress.event("measured", "optimized", **opt_m.to_json())
+        comparison = None
+        if args.champion_uri:
+            comparison = _compare(
+                args,
+                optimized,
+                splits.validation,
+                figures_from_metrics(opt_m.metrics),
+                Path(tmp) / "champion",
+                progress,
+            )
         report = build_report(
             base_m,
             opt_m,
@@ -185,6 +279,7 @@ def optimize(args: argparse.Namespace) -> dict[str, Any]:
                 "evaluationSamples": len(val_texts),
                 "threads": torch.get_num_threads(),
             },
+            comparison=comparison,
         )
         _write_metrics(staging, opt_m, report)
         archive_uri = None
@@ -210,17 +305,169 @@ def optimize(args: argparse.Namespace) -> dict[str, Any]:
         "metrics": {"accuracy": round(opt_m.accuracy, 6), "f1_macro": round(opt_m.f1_macro, 6)},
         "report": summary_report(report),
     }
-    verdict = (
+    figures_text = (
         f"speedup {report['speedup']:.2f}x, {report['sizeRatio']:.2f}x smaller, accuracy drop "
         f"{report['accuracyDrop'] * 100:.2f} points"
     )
-    progress.event("done", verdict, accepted=report["accepted"], archive=archive_uri)
+    if comparison is not None:
+        figures_text += f", {verdict(comparison)}"
+    progress.event("done", figures_text, accepted=report["accepted"], archive=archive_uri)
+    if report["accepted"]:
+        message = f"optimization accepted: {figures_text}"
+    else:
+        message = f"optimization rejected: {'; '.join(report['reasons'])} ({figures_text})"
+    message = _fit_summary(summary, report, message)
     if not report["accepted"]:
-        raise RejectedError(
-            f"optimization rejected: {'; '.join(report['reasons'])} ({verdict})", summary=summary
-        )
-    summary["message"] = f"optimization accepted: {verdict}"
+        raise RejectedError(message, summary=summary)
+    summary["message"] = message
     return summary
+
+
+def _fit_summary(summary: dict[str, Any], report: dict[str, Any], message: str) -> str:
+    """Keep the termination message well under 4 KiB, so that the operator always gets the
+    report with its comparison: first without per-class recall (report.json keeps every
+    figure), then with a shorter message (its reasons are in the comparison as well).
+    Returns the message to use."""
+    if "comparison" not in report:
+        return message
+
+    def size(text: str) -> int:
+        return len(json.dumps({**summary, "message": text}, separators=(",", ":")).encode())
+
+    if size(message) > _SUMMARY_BUDGET_BYTES:
+        summary["report"] = summary_report(report, with_recall=False)
+    excess = size(message) - _SUMMARY_BUDGET_BYTES
+    if excess > 0:
+        message = message[: max(64, len(message) - excess - 3)] + "..."
+    return message
+
+
+def _compare(
+    args: argparse.Namespace,
+    candidate: LoadedArtifact,
+    validation: Examples,
+    candidate_original: Figures,
+    workdir: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Champion and candidate on the validation data and the holdout: the report section.
+
+    Never raises for a champion or holdout that cannot be read: that is a failed comparison
+    with its reason (a candidate is never accepted blind)."""
+    rules = Rules(
+        min_improvement=args.min_improvement,
+        max_original_drop=args.max_original_drop,
+        min_holdout_rows=args.min_holdout_rows,
+    )
+    name = args.champion_name or args.champion_uri
+    problems: list[str] = []
+    progress.event("compare", f"loading champion {name}", uri=args.champion_uri)
+    champion: LoadedArtifact | None = None
+    try:
+        champion = load_champion(args.champion_uri, workdir)
+    except Exception as exc:  # any failure to load: rejected with the reason, never blind
+        problems.append(
+            f"champion {args.champion_uri} cannot be read: {_detail(exc, args.champion_uri)}"
+        )
+
+    holdout: Examples | None = None
+    holdout_rows: int | None = None  # None: no holdout asked for, or it could not be read
+    if args.holdout_uri:
+        try:
+            captured = load_captured(
+                args.holdout_uri,
+                since=args.holdout_since,
+                holdout_fraction=args.holdout_fraction,
+            )
+        except Exception as exc:  # as for the champion: a reason, not a crash
+            problems.append(
+                f"holdout {args.holdout_uri} cannot be read: {_detail(exc, args.holdout_uri)}"
+            )
+        else:
+            holdout, holdout_rows = captured.holdout, len(captured.holdout)
+            unknown = sorted(set(holdout.labels) - set(candidate.labels))
+            if unknown:
+                problems.append(
+                    f"holdout labels {unknown[:5]} are not among the candidate's labels "
+                    f"{candidate.labels[:10]}"
+                )
+                holdout = None
+
+    labels = candidate.labels
+    if holdout is not None and len(holdout) < rules.min_holdout_rows:
+        holdout = None  # too few rows: decide() says so, nothing is evaluated on it
+    candidate_side = Side(
+        original=candidate_original,
+        holdout=_figures_of(candidate, holdout, labels) if holdout is not None else None,
+    )
+    champion_side = Side()
+    if champion is not None and set(champion.labels) == set(labels):
+        progress.event("compare", "evaluating the champion")
+        champion_side = Side(
+            original=_figures_of(champion, validation, labels),
+            holdout=_figures_of(champion, holdout, labels) if holdout is not None else None,
+        )
+    result = decide(
+        rules,
+        champion=champion_side,
+        candidate=candidate_side,
+        champion_labels=champion.labels if champion is not None else None,
+        candidate_labels=candidate.labels,
+        holdout_rows=holdout_rows,
+        problems=problems,
+    )
+    section = comparison_report(
+        champion_name=name,
+        champion=champion_side,
+        candidate=candidate_side,
+        rules=rules,
+        comparison=result,
+    )
+    progress.event("compared", verdict(section), passed=result.passed, reasons=result.reasons)
+    return section
+
+
+def _detail(exc: Exception, uri: str) -> str:
+    """An error's message without the URI it starts with (the reason names it already);
+    unexpected errors keep their type."""
+    if isinstance(exc, InputError):
+        return str(exc).removeprefix(f"{uri}: ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def load_champion(uri: str, workdir: Path) -> LoadedArtifact:
+    """The model at `uri`: a model directory, or a TorchServe .mar (a zip with the artifact
+    files at its root, as `optimize/package.py` builds it), extracted into `workdir` and
+    loaded with `load_artifact` as the server's handler loads it (int8 included)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    local = fetch(parse_uri(uri), cache_dir=workdir)
+    if local.is_dir():
+        return load_artifact(local)
+    if not zipfile.is_zipfile(local):
+        raise ArtifactError(f"{uri}: neither a model directory nor a .mar (zip) archive")
+    target = workdir / "extracted"
+    try:
+        with zipfile.ZipFile(local) as mar:
+            broken = mar.testzip()
+            if broken is not None:
+                raise ArtifactError(f"{uri}: corrupt archive (bad CRC in {broken})")
+            mar.extractall(target)  # zipfile drops absolute paths and '..' components
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+        raise ArtifactError(f"{uri}: corrupt archive ({exc})") from exc
+    try:
+        return load_artifact(target)
+    except ArtifactError as exc:
+        raise ArtifactError(str(exc).replace(str(target), uri)) from exc
+
+
+def _figures_of(artifact: LoadedArtifact, examples: Examples, labels: Sequence[str]) -> Figures:
+    """`artifact`'s figures on `examples`, class ids in `labels` order (the candidate's; the
+    champion's may list the same names in another order)."""
+    probabilities = predict_proba(
+        artifact.model, artifact.tokenizer, examples.texts, max_length=artifact.max_length
+    )
+    predicted = [labels.index(artifact.labels[i]) for i in probabilities.argmax(dim=1).tolist()]
+    return figures([labels.index(x) for x in examples.labels], predicted, labels)
 
 
 def _apply(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modelloop_trainer.optimize.compare import compact_report
 from modelloop_trainer.optimize.measure import Measurement
 
 
@@ -20,11 +21,14 @@ def build_report(
     budget: Budget,
     techniques: list[dict[str, Any]],
     settings: dict[str, Any],
+    comparison: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`accuracyDrop` is in accuracy points as a fraction (0.01 = 1 point), positive = worse.
 
     Accepted when the drop is within budget and, if a minimum speedup is set, the batch
-    throughput ratio reaches it. `reasons` says in words why a result was rejected.
+    throughput ratio reaches it, and, when the run was compared with a champion
+    (`comparison`, from `optimize.compare.comparison_report`), that comparison passed.
+    `reasons` says in words why a result was rejected (the comparison's reasons included).
     """
     accuracy_drop = baseline.accuracy - optimized.accuracy
     speedup = optimized.throughput / baseline.throughput if baseline.throughput else 0.0
@@ -41,7 +45,9 @@ def build_report(
         )
     if budget.min_speedup is not None and speedup < budget.min_speedup:
         reasons.append(f"speedup {speedup:.2f}x is below --min-speedup {budget.min_speedup}x")
-    return {
+    if comparison is not None and not comparison["passed"]:
+        reasons.extend(f"champion comparison: {r}" for r in comparison["reasons"])
+    report: dict[str, Any] = {
         "v": 1,
         "accepted": not reasons,
         "reasons": reasons,
@@ -63,9 +69,16 @@ def build_report(
         "techniques": techniques,
         "settings": settings,
     }
+    if comparison is not None:
+        report["comparison"] = comparison
+    return report
 
 
-def summary_report(report: dict[str, Any]) -> dict[str, Any]:
-    """The part of the report that goes into the (4 KiB) termination message."""
+def summary_report(report: dict[str, Any], *, with_recall: bool = True) -> dict[str, Any]:
+    """The part of the report that goes into the (4 KiB) termination message; the
+    comparison in its compact form (`with_recall=False` leaves out per-class recall)."""
     keys = ("baseline", "optimized", "sizeRatio", "speedup", "accuracyDrop")
-    return {k: report[k] for k in keys}
+    summary = {k: report[k] for k in keys}
+    if "comparison" in report:
+        summary["comparison"] = compact_report(report["comparison"], with_recall=with_recall)
+    return summary
