@@ -107,6 +107,10 @@ bench-serve: venv ## TorchServe req/s at concurrency 8 vs in-process texts/s, fp
 bench-capture: venv ## TorchServe req/s with request capture at 100% vs off, and feedback throughput (minutes)
 	$(PY) bench/capture_overhead.py
 
+.PHONY: bench-loop
+bench-loop: venv ## does retraining on labelled traffic learn? first vs retrained vs warm vs direct on the loop's shift (minutes)
+	$(PY) bench/loop_quality.py
+
 # --- the whole loop on this machine (README "Quickstart (make demo)", "End-to-end test") ---
 .PHONY: demo test-e2e
 demo: venv cluster-binaries ## the whole loop for real: train, int8, serve, drift, retrain, promote (KEEP=1 leaves it up)
@@ -126,4 +130,4 @@ bench-scale: venv cluster-binaries ## 1,000 TJ + 500 MDEP on 100 kwok GPU nodes,
 bench-retrain: venv cluster-binaries ## threshold crossing -> retraining TrainingJob, against a real Prometheus
 	$(PY) bench/retrain_latency.py
 
-bench: bench-operator bench-scale bench-retrain bench-trainer bench-serve bench-capture ## every benchmark (tens of minutes); figures in bench/results/*.json
+bench: bench-operator bench-scale bench-retrain bench-trainer bench-serve bench-capture bench-loop ## every benchmark (tens of minutes); figures in bench/results/*.json
