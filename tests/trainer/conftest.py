@@ -105,6 +105,32 @@ def train_flags(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str
     ]
 
 
+def optimize_flags(
+    trained: Path, data: Path, out: Path, techniques: str, *extra: str, latency_samples: int = 5
+) -> list[str]:
+    """`modelloop-optimize` flags for a small, fast run; the termination log goes next to
+    `out` as `<out>-term.json`."""
+    return [
+        "--model-uri",
+        f"file://{trained}",
+        "--dataset-uri",
+        f"file://{data}",
+        "--validation-split",
+        "0.25",
+        "--techniques",
+        techniques,
+        "--output-uri",
+        f"file://{out}",
+        "--latency-samples",
+        str(latency_samples),
+        "--throughput-batches",
+        "1",
+        "--termination-log",
+        str(out.parent / f"{out.name}-term.json"),
+        *extra,
+    ]
+
+
 def run_cli(
     module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

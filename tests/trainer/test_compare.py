@@ -25,7 +25,7 @@ from modelloop_trainer.optimize.compare import (
 from modelloop_trainer.optimize.package import ServingConfig, build_archive
 from modelloop_trainer.termination import LIMIT_BYTES
 
-from .conftest import make_examples
+from .conftest import make_examples, optimize_flags
 
 LABELS = ["business", "sport", "tech"]
 HANDLER = '''"""A stand-in TorchServe handler for packaging tests."""
@@ -241,31 +241,10 @@ def holdout_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_optimize(
     trained: Path, data: Path, out: Path, *extra: str
 ) -> tuple[int, dict[str, Any], bytes]:
-    term = out.parent / f"{out.name}-term.json"
-    code = optimize_main(
-        [
-            "--model-uri",
-            f"file://{trained}",
-            "--dataset-uri",
-            f"file://{data}",
-            "--validation-split",
-            "0.25",
-            "--techniques",
-            '[{"type":"quantization"}]',
-            "--output-uri",
-            f"file://{out}",
-            "--latency-samples",
-            "3",
-            "--throughput-batches",
-            "1",
-            "--max-accuracy-drop",
-            "0.5",
-            "--termination-log",
-            str(term),
-            *extra,
-        ]
-    )
-    raw = term.read_bytes()
+    flags = optimize_flags(trained, data, out, '[{"type":"quantization"}]',
+                           "--max-accuracy-drop", "0.5", *extra, latency_samples=3)
+    code = optimize_main(flags)
+    raw = (out.parent / f"{out.name}-term.json").read_bytes()
     return code, json.loads(raw), raw
 
 

@@ -15,6 +15,8 @@ from modelloop_trainer.optimize.distill import student_layer_map
 from modelloop_trainer.optimize.pruning import prune_model
 from modelloop_trainer.optimize.techniques import Pruning
 
+from .conftest import optimize_flags
+
 HANDLER = '''"""A stand-in TorchServe handler for packaging tests."""
 def handle(data, context):
     return data
@@ -24,29 +26,8 @@ def handle(data, context):
 def _optimize(
     trained: Path, data: Path, out: Path, techniques: str, *extra: str
 ) -> tuple[int, dict[str, Any]]:
-    term = out.parent / f"{out.name}-term.json"
-    code = optimize_main(
-        [
-            "--model-uri",
-            f"file://{trained}",
-            "--dataset-uri",
-            f"file://{data}",
-            "--validation-split",
-            "0.25",
-            "--techniques",
-            techniques,
-            "--output-uri",
-            f"file://{out}",
-            "--latency-samples",
-            "5",
-            "--throughput-batches",
-            "1",
-            "--termination-log",
-            str(term),
-            *extra,
-        ]
-    )
-    return code, json.loads(term.read_text())
+    code = optimize_main(optimize_flags(trained, data, out, techniques, *extra))
+    return code, json.loads((out.parent / f"{out.name}-term.json").read_text())
 
 
 def test_quantize_with_pruning_is_measured_reported_and_packaged(
