@@ -111,7 +111,9 @@ def main() -> None:
                       for domain, rows in evaluation.items()},
                    "trainSeconds": round(seconds, 1)}
             for name, (path, seconds) in models.items()}
+    noise = {"noise": shift.NOISE} if args.shift == "noisy" else {}
     data = {"settings": {"captured": len(captured), "holdoutFraction": 0.2, "shift": args.shift,
+                         **noise,
                          "evaluated": {k: len(v) for k, v in evaluation.items()},
                          "training": " ".join(SETTINGS)},
             **figures,

@@ -19,9 +19,9 @@ def test_coded_replaces_long_words_with_stable_codes_and_keeps_the_rest() -> Non
 
 
 def test_traffic_is_balanced_unseen_and_never_repeats_a_text() -> None:
-    traffic = shift.traffic(max_samples=150)
     from modelloop_trainer.datasets import DatasetSpec, load_splits
 
+    traffic = shift.traffic(max_samples=150)
     splits = load_splits(DatasetSpec(uri="builtin://bbc-news", seed=42, validation_split=0.05))
     base = {*splits.train.texts[:150], *splits.validation.texts}
     originals = {text for text, _ in traffic.original}
