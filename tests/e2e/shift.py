@@ -4,7 +4,7 @@ bench/loop_quality.py: the same five topics in a vocabulary the first model neve
 `coded` (the loop's shift): a client's gateway pseudonymises text before it reaches the
 model, as a privacy filter does: every word of six letters or more becomes a stable code
 word (the same word always gives the same code). The topics do not change, but most of the
-words that tell them apart do, so the quickstart model's live accuracy drops by about 20
+words that tell them apart do, so the quickstart model's accuracy drops by 22-26
 points; because the codes are stable, labelled traffic teaches them and a retrain wins most
 of it back (bench/results/loop_quality.json). `noisy` is the benchmark's other shift
 (letters replaced, dropped or doubled, as OCR sends them): its drop is mostly noise, and
