@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,28 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def kill_at_checkpoint(flags: list[str], *, at_step: int = 0) -> int:
+    """Start `modelloop-train` with `flags`, SIGKILL it once it reports a checkpoint at
+    `at_step` or later (as a preempted node would) and return that step; fails if the run
+    finished first."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelloop_trainer.train", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    killed_after = -1
+    for line in process.stdout:
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "checkpoint" and event["step"] >= at_step:
+            killed_after = int(event["step"])
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    return killed_after

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +17,7 @@ from modelloop_trainer.captured import LABELLED_SCHEMA, bucket, load_captured
 from modelloop_trainer.errors import InputError
 from safetensors.torch import load_file
 
-from .conftest import make_examples, run_cli, train_flags, write_jsonl
+from .conftest import kill_at_checkpoint, make_examples, run_cli, train_flags, write_jsonl
 
 DAY = "2026-12-06"
 
@@ -387,21 +383,7 @@ def test_a_resumed_run_trains_on_its_snapshot_even_when_new_rows_arrived(
     flags = captured_flags(
         tiny_model_dir, dataset_file, out, own_sink, "--epochs", "3", "--checkpoint-every", "5"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelloop_trainer.train", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("{") and json.loads(line)["event"] == "checkpoint":
-            process.send_signal(signal.SIGKILL)
-            break
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_at_checkpoint(flags)
     written = (out / "dataset" / "snapshot.json").read_bytes()
 
     # The collector closes another segment meanwhile.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from modelloop_trainer.artifact import load_artifact, sha256_file
 from safetensors.torch import load_file
 
-from .conftest import run_cli, train_flags
+from .conftest import kill_at_checkpoint, run_cli, train_flags
 
 
 def test_training_writes_a_loadable_artifact_and_a_summary(trained_artifact: Path) -> None:
@@ -71,24 +70,8 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
 ) -> None:
     out = tmp_path / "resumed"
     flags = [*train_flags(tiny_model_dir, dataset_file, out), "--checkpoint-every", "20"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelloop_trainer.train", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    assert process.stdout is not None
-    killed_after = None
-    for line in process.stdout:
-        if line.startswith("{") and json.loads(line)["event"] == "checkpoint":
-            killed_after = json.loads(line)["step"]
-            if killed_after >= 40:  # mid-way through epoch 5 of 10 (9 steps per epoch)
-                process.send_signal(signal.SIGKILL)
-                break
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    # Mid-way through epoch 5 of 10 (9 steps per epoch).
+    assert kill_at_checkpoint(flags, at_step=40) == 40
     assert not (out / "model.safetensors").exists()
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert checkpoints[-1] == "step-00000040" and len(checkpoints) <= 2
