@@ -113,7 +113,7 @@ bench-loop: venv ## does retraining on labelled traffic learn? first vs retraine
 
 # --- the whole loop on this machine (README "Quickstart (make demo)", "End-to-end test") ---
 .PHONY: demo test-e2e
-demo: venv cluster-binaries ## the whole loop for real: train, int8, serve, drift, retrain, promote (KEEP=1 leaves it up)
+demo: venv cluster-binaries ## the whole loop for real: train, int8, serve, capture, feedback, a gated retrain, promote (KEEP=1 leaves it up)
 	$(PY) hack/demo.py
 
 test-e2e: venv cluster-binaries ## the e2e tier: tests/e2e (real trainer, optimizer, TorchServe on the local stack)

@@ -4,10 +4,12 @@ Brings up the local stack (tests/e2e/stack.py: control plane, pod runner node `l
 `models` claim, operator), applies examples/quickstart/ one manifest at a time, narrates
 each transition (with the trainer's steps as they happen), asks the served model about
 held-out BBC articles, then runs the closed loop the e2e test runs (tests/e2e/closedloop.py):
-a real Prometheus, traffic from a shifted topic mix, drift detected, the deployment
-Degraded, an automatic retraining on data with the new mix, int8, promotion, and drift back
-to normal, with a live progress line. It ends with a summary table (accuracies, sizes,
-latencies, drift, the lineage chain). Everything stops at the end (or on Ctrl-C); with
+a real Prometheus, capture and feedback, users sending text in a new vocabulary and a
+labeller posting the true labels, live accuracy falling, the deployment Degraded, a retrain
+on base data + labelled traffic that the champion/challenger gate rejects, a better one it
+promotes, and live accuracy back up on the same traffic, with a live progress line. It
+ends with a summary table (accuracies, live accuracy, the gate's figures, sizes,
+latencies, the lineage chain). Everything stops at the end (or on Ctrl-C); with
 KEEP=1 it stays up until Ctrl-C and prints how to reach it. Re-runnable: each run starts
 from an empty work dir.
 """
@@ -153,12 +155,12 @@ def run(stack: Stack, settings: loop.Settings) -> Json:
 
 
 def run_closed_loop(stack: Stack, prom: Prometheus, summary: Json) -> None:
-    """Shifted traffic -> drift in Prometheus -> Degraded -> retraining -> int8 ->
-    promotion -> drift back to normal (tests/e2e/closedloop.py), narrated live."""
+    """Coded traffic with feedback -> live accuracy down -> Degraded -> a retrain the gate
+    rejects -> one it promotes -> live accuracy back up (tests/e2e/closedloop.py), live."""
     archive = summary["oj"]["status"]["archiveUri"]
     view = closedloop.ProgressView(stack, prom, say=progress, every=2 if LIVE else 10)
     seen = closedloop.run(stack, prom, model=loop.model_name_of(archive), archive=archive,
-                          on_tick=view.tick, on_step=say)
+                          settings=loop.DEMO, view=view, on_step=say)
     summary["loop"] = seen
     new_archive = seen.promoted["status"]["activeModel"]["archiveUri"]
     say("asking the promoted model about the same held-out articles:")
@@ -212,17 +214,29 @@ def print_summary(summary: Json, stack: Stack) -> None:
               f"{after['latency_ms']:.0f} ms" if after else "-")),
     ]
     if seen is not None:
-        rows.append((f"drift PSI, shifted traffic (max {closedloop.DRIFT_MAX})",
-                     both(num(seen.drifted), num(seen.recovered))))
+        before, after = seen.live_before, seen.live_after
+        rows.append((f"live accuracy, coded traffic (min {loop.DEMO.live_accuracy_min})",
+                     both(f"{num(before.accuracy)} ({before.correct}/{before.requests})",
+                          f"{num(after.accuracy)} ({after.correct}/{after.requests})")))
+        comparison = loop.dig(roj, "status", "report", "comparison") or {}
+        for section in ("holdout", "original"):
+            rows.append((f"gate: {section} accuracy (n="
+                         f"{loop.dig(comparison, 'candidate', section, 'samples')})",
+                         both(num(loop.dig(comparison, "champion", section, "accuracy")),
+                              num(loop.dig(comparison, "candidate", section, "accuracy")))))
+        rejected = seen.rejected
+        rows.append(("rejected run", f"{rejected.get('trainingJob')} {rejected.get('outcome')}"
+                     f" ({closedloop.gate_line(rejected)})"))
     active = loop.dig(seen.healthy if seen else mdep, "status", "activeModel") or {}
     chain = [loop.dig(tj, "spec", "model", "uri"), f"TrainingJob/{tj['metadata']['name']}",
              f"OptimizationJob/{oj['metadata']['name']}", oj["status"].get("archiveUri")]
     if seen is not None:
         lineage = active.get("lineage") or {}
-        checks = ", ".join(f"{c.get('name')} {num(c.get('value'))} > {num(c.get('threshold'))}"
+        checks = ", ".join(f"{c.get('name')} {num(c.get('value'))}, bound {num(c.get('threshold'))}"
                            for c in loop.dig(lineage, "triggeredBy", "checks") or [])
         chain += [f"ModelDeployment/{mdep['metadata']['name']} ({checks})",
-                  f"TrainingJob/{lineage.get('trainingJob')} on {lineage.get('dataset')}",
+                  f"TrainingJob/{lineage.get('trainingJob')} on {lineage.get('dataset')} + "
+                  f"labelled traffic (snapshot {str(lineage.get('datasetDigest'))[:19]})",
                   f"OptimizationJob/{lineage.get('optimizationJob')}", active.get("archiveUri")]
     chain.append(f"ModelDeployment/{mdep['metadata']['name']}")
     width = max(len(name) for name, _ in rows)

@@ -44,10 +44,14 @@ class Settings:
     train_timeout: float = 1800
     optimize_timeout: float = 1200
     serve_timeout: float = 900
+    live_accuracy_min: float = 0.8
+    """The closed loop's live accuracy bound on coded traffic (tests/e2e/retrain.py): the
+    example's model scored 0.69-0.72 live and its retrained one 0.89 (make demo)."""
 
 
 DEMO = Settings()
-E2E = Settings(max_samples=150, max_length=48, epochs=3)
+E2E = Settings(max_samples=150, max_length=48, epochs=3, live_accuracy_min=0.7)
+"""Live accuracy in e2e runs: 0.60-0.64 first, 0.75-0.81 retrained."""
 
 
 def manifest(name: str) -> Json:

@@ -162,10 +162,13 @@ def test_capture_feedback_accuracy_and_input_drift(stack: Stack) -> None:
           f"{len(seen.labelled)} labelled")
 
 
-def test_shifted_traffic_retrains_once_promotes_and_drift_recovers(stack: Stack) -> None:
-    """Traffic mostly about sport: drift PSI crosses 0.2 in Prometheus -> Degraded -> one
-    retraining on data with the new mix -> int8 -> promoted, which restarts the analysis
-    (no longer Degraded) -> the same traffic leaves the drift under 0.2, analysis Healthy."""
+def test_labelled_traffic_retrains_the_gate_rejects_then_promotes_a_better_model(
+        stack: Stack) -> None:
+    """Coded traffic with true labels from feedback: live accuracy under its bound ->
+    Degraded -> (enough labels) a retrain on base data + labelled traffic with a hasty
+    template -> the gate rejects its candidate, the served model stays -> a retrain with the
+    careful template -> the gate passes it (better on the labelled holdout), promoted -> its
+    live accuracy on the same traffic is over the bound: analysis Healthy."""
     if "archive" not in SERVED:
         pytest.fail("needs the deployment of the quickstart test above (it failed)")
     require_prometheus()  # fails naming `bash hack/build-cluster-binaries.sh prometheus`
@@ -175,55 +178,73 @@ def test_shifted_traffic_retrains_once_promotes_and_drift_recovers(stack: Stack)
                                    every=10)
     try:
         seen = closedloop.run(stack, prom, model=SERVED["model"], archive=SERVED["archive"],
-                              on_tick=view.tick)
+                              view=view, on_step=lambda s: print(s, flush=True))
     finally:
         prom.stop()
 
-    # Drift crossed the bound in Prometheus and the drift check made it Degraded.
-    assert seen.drifted > closedloop.DRIFT_MAX, seen.drifted
+    # Live accuracy from feedback made it Degraded; the retrain waited for its labels.
     degraded = loop.condition(seen.degraded, "Degraded") or {}
     assert degraded.get("reason") == "AnalysisFailed", degraded
-    assert "drift" in degraded.get("message", ""), degraded
+    assert "accuracy" in degraded.get("message", ""), degraded
 
-    # Exactly one retraining, on the new mix, triggered by this deployment's drift check.
-    assert len(seen.retrain_jobs) == 1, seen.retrain_jobs
-    rt_name = seen.retrain_jobs[0]
+    # The hasty run: trained on base + labelled traffic, Rejected by the gate with both
+    # models' figures; never served.
+    rejected = seen.rejected
+    assert rejected["outcome"] == "Rejected", rejected
+    gate = rejected["gate"]
+    assert gate["passed"] is False and gate["reasons"], gate
+    assert gate["champion"]["holdout"]["samples"] >= retrain.GATE["minHoldoutRows"], gate
+    assert (gate["candidate"]["holdout"]["accuracy"]
+            < gate["champion"]["holdout"]["accuracy"]), gate
+    assert "holdout accuracy" in rejected["message"], rejected
+    assert seen.served_after_rejection == SERVED["archive"]
+    assert rejected.get("datasetDigest", "").startswith("sha256:"), rejected
+
+    # The careful run: on the labelled traffic too, with a snapshot digest in lineage.
     tj = seen.training_job
-    assert tj["spec"]["dataset"]["uri"] == f"pvc://models/{retrain.DATASET_PATH}"
+    captured = tj["spec"]["dataset"]["captured"]
+    assert captured["uri"] == f"pvc://models/{retrain.SINK_PATH}/labelled", captured
+    assert tj["status"]["dataset"]["digest"].startswith("sha256:"), tj["status"]
+    rows = tj["status"]["dataset"]["rows"]
+    assert rows["capturedTrain"] + rows["holdout"] >= retrain.MIN_LABELLED, rows
     assert tj["status"]["lineage"]["triggeredBy"]["modelDeployment"] == "quickstart"
-    assert tj["status"]["metrics"]["accuracy"] >= MIN_TRAINED_ACCURACY, tj["status"]
     oj = seen.optimization_job
     assert (loop.condition(oj, "Accepted") or {}).get("status") == "True", oj["status"]
+    comparison = oj["status"]["report"]["comparison"]
+    assert comparison["passed"] is True, comparison
+    assert (comparison["candidate"]["holdout"]["accuracy"]
+            >= comparison["champion"]["holdout"]["accuracy"]), comparison
 
-    # Promoted with complete lineage; the promotion restarted the analysis: from the first
-    # status naming the new model, never Degraded on the old model's account.
+    # Promoted with complete lineage; the promotion restarted the analysis.
     active = seen.promoted["status"]["activeModel"]
     assert active["archiveUri"] == oj["status"]["archiveUri"], active
     lineage = active["lineage"]
-    assert lineage["trainingJob"] == rt_name and lineage["optimizationJob"], lineage
+    assert lineage["trainingJob"] == tj["metadata"]["name"], lineage
     assert lineage["optimizationJob"] == oj["metadata"]["name"], lineage
-    assert lineage["baseModel"] == "builtin://all-minilm-l6-v2", lineage
-    assert lineage["triggeredBy"]["checks"][0]["name"] == "drift", lineage
-    history = seen.promoted["status"]["retrain"]["history"]
-    assert [(h["trainingJob"], h["outcome"]) for h in history] == [(rt_name, "Promoted")]
-    assert history[0]["previousModel"]["archiveUri"] == SERVED["archive"], history
+    assert lineage["triggeredBy"]["checks"][0]["name"] == "accuracy", lineage
+    outcomes = [(h["trainingJob"], h["outcome"])
+                for h in seen.promoted["status"]["retrain"]["history"]]
+    assert outcomes == [(tj["metadata"]["name"], "Promoted"),
+                        (rejected["trainingJob"], "Rejected")], outcomes
     assert seen.after_promotion, "never saw the promoted model in status"
     assert all(status != "True" and phase != "Degraded"
                for phase, status, _ in seen.after_promotion), seen.after_promotion
-    assert seen.after_promotion[0][2] == "ModelPromoted", seen.after_promotion
-    assert seen.promoted["status"]["analysis"]["consecutiveFailures"] == 0, \
-        seen.promoted["status"]["analysis"]
 
-    # The same traffic on the promoted model: drift back to normal, analysis Healthy, Ready.
-    assert seen.recovered is not None and seen.recovered < closedloop.DRIFT_MAX, seen.recovered
+    # Better on the traffic it serves: the labeller's own counts, and the operator's check.
+    before, after = seen.live_before, seen.live_after
+    assert before.accuracy is not None and before.accuracy < loop.E2E.live_accuracy_min, before
+    assert after.accuracy is not None and after.requests >= 40, after
+    assert after.accuracy > before.accuracy, (before, after)
     assert loop.phase(seen.healthy) == "Ready", seen.healthy["status"]
     assert (loop.condition(seen.healthy, "Degraded") or {}).get("status") == "False"
-    assert seen.retrain_jobs_at_end == [rt_name], seen.retrain_jobs_at_end
-    print(f"\ne2e retrain: drift {seen.drifted:.2f} -> {seen.recovered:.2f} after promoting "
-          f"{active['archiveUri']}; loop {time.monotonic() - started:.0f}s ("
+    assert sorted(seen.retrain_jobs_at_end) == sorted(
+        [rejected["trainingJob"], tj["metadata"]["name"]]), seen.retrain_jobs_at_end
+    print(f"\ne2e retrain: live accuracy {before.accuracy:.3f} ({before.requests} requests) -> "
+          f"{after.accuracy:.3f} ({after.requests}); rejected {closedloop.gate_line(rejected)};"
+          f" promoted {comparison['candidate']['holdout']} vs "
+          f"{comparison['champion']['holdout']}; loop {time.monotonic() - started:.0f}s ("
           + ", ".join(f"{k} {v:.0f}s" for k, v in seen.timings.items())
-          + f"); states after promotion {seen.after_promotion}; analysis "
-          f"{loop.dig(seen.healthy, 'status', 'analysis', 'checks')}")
+          + f"); labeller errors {seen.labeller_errors[-3:]}")
 
 
 def test_teardown_leaves_no_process(stack: Stack) -> None:
