@@ -218,6 +218,9 @@ def print_summary(summary: Json, stack: Stack) -> None:
         rows.append((f"live accuracy, coded traffic (min {loop.DEMO.live_accuracy_min})",
                      both(f"{num(before.accuracy)} ({before.correct}/{before.requests})",
                           f"{num(after.accuracy)} ({after.correct}/{after.requests})")))
+        for kind in ("class", "input"):
+            rows.append((f"drift PSI, {kind}, vs own reference",
+                         both(num(seen.drift_before.get(kind)), num(seen.drift_after.get(kind)))))
         comparison = loop.dig(roj, "status", "report", "comparison") or {}
         for section in ("holdout", "original"):
             rows.append((f"gate: {section} accuracy (n="

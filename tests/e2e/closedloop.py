@@ -72,6 +72,12 @@ class Observed:
     """The labeller's count for the first model: its live accuracy on the coded traffic."""
     live_after: Served = field(default_factory=Served)
     """The same for the promoted model, once its analysis is Healthy."""
+    drift_before: dict[str, float | None] = field(default_factory=dict)
+    """Class and input PSI of the first model's pods (Prometheus) once the hasty run was
+    Rejected: the coded traffic against the first model's training reference."""
+    drift_after: dict[str, float | None] = field(default_factory=dict)
+    """The same for the promoted model's pods once Healthy: against its own reference,
+    built from its training snapshot's validation split (base + labelled traffic)."""
     labeller_errors: list[str] = field(default_factory=list)
     retrain_jobs_at_end: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -160,6 +166,13 @@ class _Steps:
             return probe()
         return self.stack.wait_for(what, ticking, timeout=timeout)
 
+    def drift(self) -> dict[str, float | None]:
+        """The worst stable-track pod's class and input PSI, as the drift checks read it."""
+        pods = f'namespace="{self.stack.namespace}",pod=~"{DEPLOYMENT}-[a-z0-9]+-[a-z0-9]+"'
+        return {kind: self.prom.value(
+                    f'max(modelloop_drift_psi{{distribution="{kind}",{pods}}})')
+                for kind in ("class", "input")}
+
     def apply(self, template: retrain.Template) -> None:
         self.stack.apply(retrain.monitored_deployment(
             prometheus_url=self.prom.url, settings=self.settings, template=template))
@@ -213,6 +226,7 @@ class _Steps:
         seen.rejected = self.wait(f"the champion/challenger gate to decide on {hasty}", lambda: (
             (r := _run_of(stack, hasty)) is not None
             and r.get("outcome") in ("Rejected", "Failed", "Promoted") and r), 1800)
+        seen.drift_before = self.drift()
         seen.served_after_rejection = str(loop.dig(_mdep(stack), "status", "activeModel",
                                                    "archiveUri") or "")
         oj = seen.rejected.get("optimizationJob")
@@ -278,12 +292,14 @@ class _Steps:
         seen.healthy = self.wait("live accuracy over the bound and the analysis Healthy",
                                  healthy, 600)
         seen.live_after = self.labeller.accuracy(active["archiveUri"])
+        seen.drift_after = self.drift()
         checks = loop.dig(seen.healthy, "status", "analysis", "checks") or []
         self.on_step("analysis Healthy: " + ", ".join(
             f"{c.get('name')} {c['value']:.3f}" if isinstance(c.get("value"), float)
             else f"{c.get('name')} {c.get('value')}" for c in checks)
                      + f"; live accuracy on the coded traffic {_share(seen.live_before)} "
-                       f"({model}, first) -> {_share(seen.live_after)} (promoted)")
+                       f"({model}, first) -> {_share(seen.live_after)} (promoted); drift PSI "
+                       f"{seen.drift_before} -> {seen.drift_after}")
         self.lap("recovery")
 
 

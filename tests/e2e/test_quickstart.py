@@ -244,7 +244,8 @@ def test_labelled_traffic_retrains_the_gate_rejects_then_promotes_a_better_model
           f" promoted {comparison['candidate']['holdout']} vs "
           f"{comparison['champion']['holdout']}; loop {time.monotonic() - started:.0f}s ("
           + ", ".join(f"{k} {v:.0f}s" for k, v in seen.timings.items())
-          + f"); labeller errors {seen.labeller_errors[-3:]}")
+          + f"); drift PSI {seen.drift_before} -> {seen.drift_after}; labeller errors "
+          f"{seen.labeller_errors[-3:]}")
 
 
 def test_teardown_leaves_no_process(stack: Stack) -> None:
