@@ -119,7 +119,7 @@ def serve_and_ask(stack: Stack, archive: str, *, show: int) -> Json:
 def run(stack: Stack, settings: loop.Settings) -> Json:
     """Train -> int8 -> serve -> predict; returns what the summary prints."""
     summary: Json = {}
-    view = closedloop.ProgressView(stack, None, say=progress, every=1 if LIVE else 10)
+    view = closedloop.ProgressView(stack, say=progress, every=1 if LIVE else 10)
     say("applying examples/quickstart/10-trainingjob.yaml")
     stack.apply(loop.training_job(settings))
 
@@ -158,7 +158,7 @@ def run_closed_loop(stack: Stack, prom: Prometheus, summary: Json) -> None:
     """Coded traffic with feedback -> live accuracy down -> Degraded -> a retrain the gate
     rejects -> one it promotes -> live accuracy back up (tests/e2e/closedloop.py), live."""
     archive = summary["oj"]["status"]["archiveUri"]
-    view = closedloop.ProgressView(stack, prom, say=progress, every=2 if LIVE else 10)
+    view = closedloop.ProgressView(stack, say=progress, every=2 if LIVE else 10)
     seen = closedloop.run(stack, prom, model=loop.model_name_of(archive), archive=archive,
                           settings=loop.DEMO, view=view, on_step=say)
     summary["loop"] = seen

@@ -97,7 +97,7 @@ def run(stack: Stack, prom: Prometheus, *, archive: str) -> Observed:
     loop.wait_phase(stack, "modeldeployment", NAME, {"Ready"}, timeout=600)
     address = loop.wait_serving_address(stack, NAME)
     model = loop.model_name_of(archive)
-    collector = stack.wait_for("the collector's address", lambda: _collector_ip(stack),
+    collector = stack.wait_for("the collector's address", lambda: collector_ip(stack),
                                timeout=180)
     feedback_url = f"http://{collector}:{COLLECTOR_PORT}/v1/models/{NAME}/feedback"
     ns = stack.namespace
@@ -205,7 +205,7 @@ def diagnose(stack: Stack) -> str:
     obj = stack.get("modeldeployment", NAME)
     lines = [f"analysis: {json.dumps(loop.dig(obj, 'status', 'analysis'))}",
              f"capture: {json.dumps(loop.dig(obj, 'status', 'capture'))}"]
-    address = _collector_ip(stack)
+    address = collector_ip(stack)
     if address:
         for name in ("modelloop_captured_total", "modelloop_feedback_total",
                      "modelloop_feedback_rejected_total", "modelloop_capture_rejected_total"):
@@ -216,8 +216,9 @@ def diagnose(stack: Stack) -> str:
     return "\n".join(lines)
 
 
-def _collector_ip(stack: Stack) -> str | None:
-    pod = stack.get("pod", f"{NAME}-collector-0")
+def collector_ip(stack: Stack, deployment: str = NAME) -> str | None:
+    """The address of `deployment`'s collector once its pod is Ready."""
+    pod = stack.get("pod", f"{deployment}-collector-0")
     if pod is None or (loop.condition(pod, "Ready") or {}).get("status") != "True":
         return None
     ip: str | None = pod["status"].get("podIP")

@@ -317,8 +317,7 @@ def _record_after_promotion(seen: Observed, obj: Json) -> None:
 
 # --- live progress ----------------------------------------------------------------------
 
-def progress_line(stack: Stack, prom: Prometheus | None,
-                  labeller: Labeller | None = None) -> str:
+def progress_line(stack: Stack, labeller: Labeller | None = None) -> str:
     """One line: the deployment's phase, analysis and served model, what the users and
     labeller sent, and every retraining job with its phase (and the trainer's step)."""
     mdep = _mdep(stack)
@@ -355,7 +354,6 @@ class ProgressView:
     """Prints `progress_line` whenever it changes, at most every `every` seconds."""
 
     stack: Stack
-    prom: Prometheus | None
     say: Callable[[str], None]
     every: float = 3.0
     labeller: Labeller | None = None
@@ -368,7 +366,7 @@ class ProgressView:
         if time.monotonic() - self._at < self.every:
             return
         try:
-            line = progress_line(self.stack, self.prom, self.labeller)
+            line = progress_line(self.stack, self.labeller)
         except Exception as err:  # a view must never break the loop it shows
             line = f"(progress unavailable: {err})"
         self.show("  " + line)

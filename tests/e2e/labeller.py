@@ -12,23 +12,17 @@ the traffic itself, independently of the operator's figures.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from . import loop
+from . import capture, loop
 from .stack import Stack
 
-Json = dict[str, Any]
-COLLECTOR_PORT = 8080
 MAX_CHARS = 20000
 """The server's default MODELLOOP_MAX_CHARS (a longer text is refused with 413)."""
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass
@@ -116,8 +110,9 @@ class Labeller:
     def send_one_batch(self) -> None:
         """One batch to one serving pod, then the true labels of what the collector has
         received by now (the servers send their captures within a second or so)."""
-        pods = _serving_pods(self.stack, self.deployment)
-        collector = _collector_ip(self.stack, self.deployment)
+        pods = sorted((ip, uri) for ip, uri in loop.serving_pods(self.stack, self.deployment)
+                      if uri)
+        collector = capture.collector_ip(self.stack, self.deployment)
         if not pods or collector is None:
             return
         address, archive = pods[self.sent // self.batch % len(pods)]
@@ -145,16 +140,19 @@ class Labeller:
         self._post_feedback(collector)
 
     def _flush_feedback(self) -> None:
-        collector = _collector_ip(self.stack, self.deployment)
+        collector = capture.collector_ip(self.stack, self.deployment)
         if collector is not None:
             self._post_feedback(collector)
 
     def _post_feedback(self, collector: str) -> None:
         if not self._pending:
             return
-        answer = _post(f"http://{collector}:{COLLECTOR_PORT}/v1/models/{self.deployment}"
-                       "/feedback", {"feedback": [{"requestId": rid, "label": label}
-                                                  for rid, label, _, _ in self._pending]})
+        code, answer, _ = capture.post_json(
+            f"http://{collector}:{capture.COLLECTOR_PORT}/v1/models/{self.deployment}/feedback",
+            {"feedback": [{"requestId": rid, "label": label}
+                          for rid, label, _, _ in self._pending]})
+        if code != 200:  # kept pending: posted again with the next batch
+            raise RuntimeError(f"feedback answered {code}: {answer}")
         status = {r.get("requestId"): r.get("status") for r in answer.get("results", [])}
         retry = []
         for rid, label, archive, tries in self._pending:
@@ -165,31 +163,3 @@ class Labeller:
                 retry.append((rid, label, archive, tries + 1))
         self._pending = retry
 
-
-def _serving_pods(stack: Stack, deployment: str) -> list[tuple[str, str]]:
-    """(address, archive URI) of the Ready server pods behind the deployment's Service."""
-    out = []
-    for pod in stack.list("pods", f"modelloop.dev/modeldeployment={deployment},"
-                                  "app.kubernetes.io/component=server"):
-        archive = (pod["metadata"].get("annotations") or {}).get(loop.MODEL_URI_ANNOTATION)
-        ready = (loop.condition(pod, "Ready") or {}).get("status") == "True"
-        if archive and ready and pod["status"].get("podIP") and \
-                pod["metadata"].get("deletionTimestamp") is None:
-            out.append((pod["status"]["podIP"], archive))
-    return sorted(out)
-
-
-def _collector_ip(stack: Stack, deployment: str) -> str | None:
-    pod = stack.get("pod", f"{deployment}-collector-0")
-    if pod is None or (loop.condition(pod, "Ready") or {}).get("status") != "True":
-        return None
-    ip: str | None = pod["status"].get("podIP")
-    return ip
-
-
-def _post(url: str, body: Json) -> Json:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with _DIRECT.open(request, timeout=60) as response:
-        answer: Json = json.loads(response.read())
-    return answer

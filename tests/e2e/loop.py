@@ -142,21 +142,26 @@ def trainer_progress(stack: Stack, training_job: str) -> str:
 
 # --- serving ----------------------------------------------------------------------------
 
-def serving_addresses(stack: Stack, service: str, model_uri: str = "") -> list[str]:
-    """IPs of the Ready pods a Service selects: what its EndpointSlice would list. The
-    EndpointSlice itself stays empty here: the API server rejects loopback addresses
-    in endpoints ("may not be in the loopback range"), and pod runner pods have nothing else.
-    """
+def serving_pods(stack: Stack, service: str) -> list[tuple[str, str]]:
+    """(IP, archive URI or "") of the Ready pods a Service selects: what its EndpointSlice
+    would list. The EndpointSlice itself stays empty here: the API server rejects loopback
+    addresses in endpoints ("may not be in the loopback range"), and pod runner pods have
+    nothing else."""
     svc = stack.get("service", service)
     selector = ",".join(f"{k}={v}" for k, v in
                         sorted(((svc or {}).get("spec", {}).get("selector") or {}).items()))
     if not selector:
         return []
-    return [pod["status"]["podIP"] for pod in stack.list("pods", selector)
+    return [(pod["status"]["podIP"],
+             (pod["metadata"].get("annotations") or {}).get(MODEL_URI_ANNOTATION, ""))
+            for pod in stack.list("pods", selector)
             if pod["status"].get("podIP") and pod["metadata"].get("deletionTimestamp") is None
-            and (condition(pod, "Ready") or {}).get("status") == "True"
-            and (not model_uri or (pod["metadata"].get("annotations") or {})
-                 .get(MODEL_URI_ANNOTATION) == model_uri)]
+            and (condition(pod, "Ready") or {}).get("status") == "True"]
+
+
+def serving_addresses(stack: Stack, service: str, model_uri: str = "") -> list[str]:
+    """IPs of the Ready pods a Service selects (serving `model_uri`, if given)."""
+    return [ip for ip, uri in serving_pods(stack, service) if not model_uri or uri == model_uri]
 
 
 def wait_serving_address(stack: Stack, service: str, *, model_uri: str = "",

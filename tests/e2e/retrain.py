@@ -2,9 +2,9 @@
 feedback, and automatic retraining on base data + labelled traffic behind the
 champion/challenger gate.
 
-Two retraining templates: `HASTY` (one epoch at a learning rate 100 times the quickstart's,
+Two retraining templates: "hasty" (one epoch at a learning rate 100 times the quickstart's,
 and no evaluation gate of its own) trains a model that collapses to one class, which only
-the promotion gate can stop; `CAREFUL` is the quickstart's own training. The loop first
+the promotion gate can stop; "careful" is the quickstart's own training. The loop first
 runs with the hasty one (its candidate must be Rejected and never served), then the careful
 one (Promoted, and better on the traffic it serves).
 """

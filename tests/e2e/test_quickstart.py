@@ -174,7 +174,7 @@ def test_labelled_traffic_retrains_the_gate_rejects_then_promotes_a_better_model
     require_prometheus()  # fails naming `bash hack/build-cluster-binaries.sh prometheus`
     started = time.monotonic()
     prom = closedloop.start_prometheus(stack)
-    view = closedloop.ProgressView(stack, prom, say=lambda line: print(line, flush=True),
+    view = closedloop.ProgressView(stack, say=lambda line: print(line, flush=True),
                                    every=10)
     try:
         seen = closedloop.run(stack, prom, model=SERVED["model"], archive=SERVED["archive"],
