@@ -219,7 +219,7 @@ def print_summary(summary: Json, stack: Stack) -> None:
                      both(f"{num(before.accuracy)} ({before.correct}/{before.requests})",
                           f"{num(after.accuracy)} ({after.correct}/{after.requests})")))
         for kind in ("class", "input"):
-            rows.append((f"drift PSI, {kind}, vs own reference",
+            rows.append((f"drift PSI, {kind}, vs the data trained for",
                          both(num(seen.drift_before.get(kind)), num(seen.drift_after.get(kind)))))
         comparison = loop.dig(roj, "status", "report", "comparison") or {}
         for section in ("holdout", "original"):

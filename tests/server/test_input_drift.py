@@ -25,6 +25,7 @@ from modelloop_server.drift import WindowCounts, drift_scores
 from modelloop_server.service import _profile_key
 from modelloop_server.window import Observation, PredictionWindow
 from modelloop_trainer.profile import (
+    REFERENCE_MAX_TEXTS,
     InputProfile,
     ReferenceProfile,
     build_input_profile,
@@ -143,7 +144,7 @@ def bbc_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def held_out_bbc(n: int) -> list[str]:
     """Articles neither trained on (the first TRAINED_ON of the training side) nor in the
-    validation split the profile was built from. Cut to 5,000 characters (a few are over
+    validation split (the rows the profile was built from). Cut to 5,000 characters (a few are over
     the server's 20,000 per text; the model reads the first 64 tokens anyway)."""
     from modelloop_trainer.datasets import DatasetSpec, load_splits
 
@@ -182,12 +183,15 @@ def serve(worker: Worker, texts: list[str], caplog: pytest.LogCaptureFixture,
 
 
 @pytest.mark.slow
-def test_the_trainer_wrote_an_input_section_from_the_validation_split(bbc_model: Path) -> None:
+def test_the_trainer_profiled_the_data_it_was_trained_for(bbc_model: Path) -> None:
     profile = ReferenceProfile.load(bbc_model / "reference_profile.json")
     assert profile.accuracy is not None and profile.accuracy > 0.85
     assert profile.inputs is not None
     assert (len(profile.inputs.components), profile.inputs.dim) == (8, 384)
-    assert profile.inputs.samples == profile.samples == 445
+    # Confidence: the 445 validation predictions; classes: the labels of all 845 rows
+    # trained for; inputs: a sample of 400 of them (REFERENCE_MAX_TEXTS).
+    assert profile.samples == 445 and profile.inputs.samples == REFERENCE_MAX_TEXTS == 400
+    assert profile.class_source == "labels" and sum(profile.class_counts) == TRAINED_ON + 445
     assert profile.inputs.bin_counts == (10,) * 8
 
 

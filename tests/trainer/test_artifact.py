@@ -17,6 +17,7 @@ from modelloop_trainer.profile import (
     confidence_bin,
     population_stability_index,
     quantile_edges,
+    reference_sample,
 )
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -157,3 +158,41 @@ def test_confidence_bins_cover_zero_to_one_and_collapse_ties() -> None:
     assert quantile_edges([1.0] * 50, 10) == [0.0, 1.0]
     edges = [0.0, 0.5, 0.9, 1.0]
     assert [confidence_bin(edges, c) for c in (0.0, 0.49, 0.5, 0.95, 1.0)] == [0, 0, 1, 2, 2]
+
+
+def test_the_class_section_can_be_the_datas_labels_and_round_trips(tmp_path: Path) -> None:
+    logits = torch.randn(20, 3, generator=torch.Generator().manual_seed(1))
+    probabilities = torch.softmax(logits, dim=-1)
+    profile = build_reference_profile(probabilities, LABELS, data_labels=[0] * 6 + [1] * 3 + [2])
+    assert profile.class_source == "labels" and profile.class_counts == (6, 3, 1)
+    assert profile.class_fractions == (0.6, 0.3, 0.1) and profile.samples == 20
+    profile.save(tmp_path / "p.json")
+    stored = json.loads((tmp_path / "p.json").read_text())
+    assert stored["v"] == 2
+    assert stored["classes"] == {
+        "source": "labels", "samples": 10, "counts": [6, 3, 1], "fractions": [0.6, 0.3, 0.1]
+    }
+    loaded = ReferenceProfile.load(tmp_path / "p.json")
+    assert (loaded.class_source, loaded.class_counts) == ("labels", (6, 3, 1))
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+        build_reference_profile(probabilities, LABELS, data_labels=[0, 3])
+
+
+def test_a_version_1_profile_still_loads_with_its_predicted_classes(tmp_path: Path) -> None:
+    data = build_reference_profile(torch.eye(3).repeat(4, 1), LABELS).to_json()
+    classes = data.pop("classes")
+    data.update(v=1, predictedClass={k: classes[k] for k in ("counts", "fractions")})
+    (tmp_path / "v1.json").write_text(json.dumps(data))
+    loaded = ReferenceProfile.load(tmp_path / "v1.json")
+    assert loaded.class_source == "predictions" and loaded.class_counts == (4, 4, 4)
+    data["v"] = 3
+    (tmp_path / "v3.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"unsupported profile version 3 .*understands 1, 2"):
+        ReferenceProfile.load(tmp_path / "v3.json")
+
+
+def test_the_reference_sample_is_seeded_sorted_and_bounded() -> None:
+    assert reference_sample(5, limit=10) == [0, 1, 2, 3, 4]
+    picked = reference_sample(1000, limit=400, seed=7)
+    assert len(picked) == 400 == len(set(picked)) and picked == sorted(picked)
+    assert picked == reference_sample(1000, limit=400, seed=7) != reference_sample(1000, limit=400)

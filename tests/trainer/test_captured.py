@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import torch
-from modelloop_trainer.artifact import read_manifest
+from modelloop_trainer.artifact import load_artifact, read_manifest
 from modelloop_trainer.captured import LABELLED_SCHEMA, bucket, load_captured
 from modelloop_trainer.errors import InputError
+from modelloop_trainer.optimize import main as optimize_main
 from safetensors.torch import load_file
 
 from .conftest import kill_at_checkpoint, make_examples, run_cli, train_flags, write_jsonl
@@ -508,3 +509,54 @@ def test_a_warm_start_with_other_labels_is_refused(trained_artifact: Path, tmp_p
     message = json.loads(term.read_text())["message"]
     assert "a warm start needs the same labels" in message
     assert "['business', 'sport', 'tech']" in message and "'games'" in message
+
+
+def test_the_reference_describes_the_captured_rows_too_and_the_optimizer_keeps_it(
+    captured_run: Path, dataset_file: Path, tmp_path: Path
+) -> None:
+    snapshot = [
+        json.loads(line)
+        for name in ("train.jsonl", "validation.jsonl")
+        for line in (captured_run / "dataset" / name).read_bytes().splitlines()
+    ]
+    trained = load_artifact(captured_run).reference_profile
+    assert trained.class_source == "labels"
+    assert trained.class_counts == tuple(
+        sum(r["label"] == name for r in snapshot) for name in trained.labels
+    )
+    assert trained.inputs is not None and trained.inputs.samples == len(snapshot)
+    out = tmp_path / "int8"
+    code = optimize_main([
+        "--model-uri", uri(captured_run),
+        "--dataset-uri", uri(dataset_file),  # the base data only: the snapshot has the rest
+        "--validation-split", "0.25",
+        "--techniques", '[{"type":"quantization"}]',
+        "--output-uri", uri(out),
+        "--latency-samples", "2",
+        "--throughput-batches", "1",
+        "--max-accuracy-drop", "1",
+        "--no-package",
+        "--termination-log", str(tmp_path / "term.json"),
+    ])
+    assert code == 0, (tmp_path / "term.json").read_text()
+    served = load_artifact(out).reference_profile
+    assert served.class_counts == trained.class_counts
+    assert served.inputs is not None and served.inputs.samples == len(snapshot)
+    assert served.inputs.mean != trained.inputs.mean  # the int8 encoder's own embeddings
+    # A snapshot of other data (consistent in itself) is refused, not used.
+    other = tmp_path / "other"
+    shutil.copytree(captured_run, other)
+    rows = (other / "dataset" / "train.jsonl").read_bytes().splitlines(keepends=True)
+    (other / "dataset" / "train.jsonl").write_bytes(b"".join(rows[1:]))
+    meta = json.loads((other / "dataset" / "snapshot.json").read_text())
+    meta["digest"] = "sha256:" + hashlib.sha256(
+        b"".join(rows[1:]) + (other / "dataset" / "validation.jsonl").read_bytes()
+    ).hexdigest()
+    (other / "dataset" / "snapshot.json").write_text(json.dumps(meta))
+    code = optimize_main([
+        "--model-uri", uri(other), "--dataset-uri", uri(dataset_file),
+        "--techniques", '[{"type":"quantization"}]', "--output-uri", uri(tmp_path / "x"),
+        "--no-package", "--termination-log", str(tmp_path / "bad.json"),
+    ])
+    assert code != 0
+    assert "the manifest records" in (tmp_path / "bad.json").read_text()

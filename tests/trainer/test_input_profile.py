@@ -11,6 +11,7 @@ import pytest
 import torch
 from modelloop_trainer.artifact import load_artifact
 from modelloop_trainer.datasets import DatasetSpec, load_splits
+from modelloop_trainer.evaluate import predict_proba_and_embeddings
 from modelloop_trainer.optimize import main as optimize_main
 from modelloop_trainer.optimize.pruning import prune_model
 from modelloop_trainer.optimize.quantize import quantize_dynamic_int8
@@ -104,20 +105,29 @@ def test_the_mean_over_components_is_the_figure() -> None:
 # --- on trained models: the trainer and the optimizer write the section ------------------
 
 
-def validation_texts(data: Path) -> list[str]:
-    """The validation split train_flags' runs hold out (same file, fraction and seed)."""
-    spec = DatasetSpec(uri=f"file://{data}", validation_split=0.25, seed=42)
-    return load_splits(spec).validation.texts
+def trained_for_rows(data: Path) -> tuple[list[str], list[str]]:
+    """Texts and labels the reference describes for train_flags' runs: training rows, then
+    validation rows (same file, fraction and seed; fewer than the sample's limit)."""
+    splits = load_splits(DatasetSpec(uri=f"file://{data}", validation_split=0.25, seed=42))
+    return (
+        splits.train.texts + splits.validation.texts,
+        splits.train.labels + splits.validation.labels,
+    )
 
 
-def test_the_trainer_profiles_the_validation_embeddings_of_the_model_it_saves(
+def test_the_trainer_profiles_the_data_it_was_trained_for(
     trained_artifact: Path, dataset_file: Path
 ) -> None:
     artifact = load_artifact(trained_artifact)
-    inputs = artifact.reference_profile.inputs
+    profile = artifact.reference_profile
+    inputs = profile.inputs
     assert inputs is not None
-    texts = validation_texts(dataset_file)
-    assert inputs.samples == len(texts) and inputs.dim == 32  # the tiny BERT's hidden size
+    texts, labels = trained_for_rows(dataset_file)
+    assert inputs.samples == len(texts) == 96 and inputs.dim == 32  # the tiny BERT's hidden size
+    # The class mix is the data's labels, not the model's predictions of them.
+    assert profile.class_source == "labels"
+    assert profile.class_counts == tuple(labels.count(name) for name in profile.labels)
+    assert profile.samples == 24  # the confidence histogram: held-out validation predictions
     probabilities, pooled = artifact.predict_with_embeddings(texts)
     assert torch.allclose(probabilities, artifact.predict_proba(texts), atol=1e-6)
     # The server's binning of the same texts reproduces the stored reference exactly.
@@ -163,5 +173,9 @@ def test_a_distilled_student_gets_a_profile_of_its_own_embeddings(
     inputs = student.reference_profile.inputs
     teacher = load_artifact(trained_artifact).reference_profile.inputs
     assert inputs is not None and teacher is not None and inputs.mean != teacher.mean
-    _, pooled = student.predict_with_embeddings(validation_texts(dataset_file))
+    # Batches as the optimizer's: int8 activations are scaled per batch.
+    _, pooled = predict_proba_and_embeddings(
+        student.model, student.tokenizer, trained_for_rows(dataset_file)[0],
+        max_length=student.max_length, batch_size=32,
+    )
     assert bin_counts(inputs, inputs.bins(pooled)) == inputs.counts

@@ -1,10 +1,14 @@
-"""The reference profile: what the model's predictions looked like on validation data.
+"""The reference profile: what a served model's drift is measured against.
 
-The server compares live traffic against it to detect drift with the population stability
-index (PSI), for two distributions: the predicted class, and the confidence (the top softmax
-probability). Both the trainer (which writes the profile) and the server (which reads it and
-bins live predictions) use the functions here, so the bins on both sides are the same by
-construction rather than by convention.
+The server compares live traffic against it with the population stability index (PSI), for
+three distributions: the class mix, the confidence (the top softmax probability) and the
+inputs (pooled encoder embeddings, `inputs`). The class mix and the inputs describe the data
+the model was trained for (the true labels and a sample of the texts of its training and
+validation data), so after a retrain on production data the reference moves with that data,
+not with the candidate's own predictions; the confidence describes the model on held-out
+validation data, the only place its confidences are honest. Both the trainer (which writes
+the profile) and the server (which reads it and bins live traffic) use the functions here, so
+the bins on both sides are the same by construction rather than by convention.
 
 Confidence bins are quantile bins of the reference confidences (deciles by default), not
 equal-width bins: a good classifier puts most of its confidences in [0.9, 1], so equal-width
@@ -19,6 +23,7 @@ import functools
 import itertools
 import json
 import math
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +34,14 @@ import torch
 
 from modelloop_trainer.errors import ArtifactError
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+# Version 1 profiles (class mix from the model's validation predictions) still load.
+READABLE_VERSIONS = (1, 2)
+# Where the class section comes from: the data's true labels (v2) or the model's predictions.
+CLASS_SOURCE_LABELS = "labels"
+CLASS_SOURCE_PREDICTIONS = "predictions"
+# Texts of the training data the input section is built from, at most (a seeded sample).
+REFERENCE_MAX_TEXTS = 400
 DEFAULT_CONFIDENCE_BINS = 10
 # Fractions are floored at this value before PSI so that an empty bin gives a large but finite
 # contribution instead of an infinite one (the usual convention for PSI).
@@ -59,7 +71,11 @@ class Histogram:
 
 @dataclass(frozen=True)
 class ReferenceProfile:
-    """Predicted-class and confidence distributions of a model on its validation set."""
+    """Class mix, confidence and input distributions a served model is compared with.
+
+    `samples` counts the validation predictions behind the confidence histogram;
+    `class_counts` may count other rows (the training data's labels, `class_source`).
+    """
 
     labels: tuple[str, ...]
     samples: int
@@ -70,10 +86,12 @@ class ReferenceProfile:
     confidence_quantiles: dict[str, float]
     accuracy: float | None = None
     inputs: InputProfile | None = None
+    class_source: str = CLASS_SOURCE_PREDICTIONS
 
     @property
     def class_fractions(self) -> tuple[float, ...]:
-        return tuple(c / self.samples if self.samples else 0.0 for c in self.class_counts)
+        total = sum(self.class_counts)
+        return tuple(c / total if total else 0.0 for c in self.class_counts)
 
     def confidence_bin(self, confidence: float) -> int:
         """The histogram bin a live confidence falls in (same rule as the reference)."""
@@ -84,7 +102,9 @@ class ReferenceProfile:
             "v": PROFILE_VERSION,
             "samples": self.samples,
             "labels": list(self.labels),
-            "predictedClass": {
+            "classes": {
+                "source": self.class_source,
+                "samples": sum(self.class_counts),
                 "counts": list(self.class_counts),
                 "fractions": _rounded(self.class_fractions),
             },
@@ -109,13 +129,20 @@ class ReferenceProfile:
         cls, data: dict[str, Any], *, source: str = "reference profile"
     ) -> ReferenceProfile:
         try:
-            if data.get("v") != PROFILE_VERSION:
+            version = data.get("v")
+            if version not in READABLE_VERSIONS:
                 raise ArtifactError(
-                    f"{source}: unsupported profile version {data.get('v')!r} "
-                    f"(this reader understands {PROFILE_VERSION})"
+                    f"{source}: unsupported profile version {version!r} "
+                    f"(this reader understands {', '.join(map(str, READABLE_VERSIONS))})"
                 )
             labels = tuple(str(x) for x in data["labels"])
-            class_counts = tuple(int(x) for x in data["predictedClass"]["counts"])
+            classes = data["predictedClass"] if version == 1 else data["classes"]
+            class_counts = tuple(int(x) for x in classes["counts"])
+            class_source = (
+                CLASS_SOURCE_PREDICTIONS if version == 1 else str(classes["source"])
+            )
+            if class_source not in (CLASS_SOURCE_LABELS, CLASS_SOURCE_PREDICTIONS):
+                raise ValueError(f"class source {class_source!r}")
             conf = data["confidence"]
             hist = conf["histogram"]
             histogram = Histogram(
@@ -135,6 +162,7 @@ class ReferenceProfile:
                 confidence_quantiles={k: float(v) for k, v in conf["quantiles"].items()},
                 accuracy=None if accuracy is None else float(accuracy),
                 inputs=inputs,
+                class_source=class_source,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{source}: malformed ({exc!r})") from exc
@@ -167,14 +195,17 @@ def build_reference_profile(
     targets: torch.Tensor | None = None,
     bins: int = DEFAULT_CONFIDENCE_BINS,
     embeddings: torch.Tensor | None = None,
+    data_labels: Sequence[int] | None = None,
     input_components: int = DEFAULT_INPUT_COMPONENTS,
     input_bins: int = DEFAULT_INPUT_BINS,
 ) -> ReferenceProfile:
-    """Summarise softmax outputs `probabilities` (N x K) into a profile.
+    """Summarise validation softmax outputs `probabilities` (N x K) into a profile.
 
     `targets`, when given, adds the validation accuracy (for humans reading the profile; drift
-    detection does not need it). `embeddings` (N x d, the same texts' pooled embeddings from
-    the same forward pass), when given, adds the input section (`build_input_profile`).
+    detection does not need it). `data_labels` (label ids of the data the model was trained
+    for), when given, is the class section; without it the predicted classes are.
+    `embeddings` (M x d, pooled embeddings of the texts the input section describes), when
+    given, adds the input section (`build_input_profile`).
     """
     if probabilities.ndim != 2 or probabilities.shape[1] != len(labels):
         raise ValueError(
@@ -184,7 +215,15 @@ def build_reference_profile(
         raise ValueError("cannot build a reference profile from zero predictions")
     probs = probabilities.detach().to(torch.float64).cpu()
     confidence, predicted = probs.max(dim=1)
-    class_counts = torch.bincount(predicted, minlength=len(labels)).tolist()
+    class_source = CLASS_SOURCE_PREDICTIONS
+    class_ids = predicted
+    if data_labels is not None:
+        if not data_labels:
+            raise ValueError("cannot build the class section from zero labels")
+        if min(data_labels) < 0 or max(data_labels) >= len(labels):
+            raise ValueError(f"data label ids must be in [0, {len(labels)})")
+        class_source, class_ids = CLASS_SOURCE_LABELS, torch.tensor(list(data_labels))
+    class_counts = torch.bincount(class_ids, minlength=len(labels)).tolist()
     edges = quantile_edges(confidence.tolist(), bins)
     counts = [0] * (len(edges) - 1)
     for c in confidence.tolist():
@@ -198,11 +237,8 @@ def build_reference_profile(
     inputs = None
     # Two texts are the fewest a spread (and so a projection) can be estimated from.
     if embeddings is not None and embeddings.shape[0] >= 2:
-        if embeddings.ndim != 2 or embeddings.shape[0] != probs.shape[0]:
-            raise ValueError(
-                f"embeddings of shape {tuple(embeddings.shape)} do not match "
-                f"{probs.shape[0]} predictions"
-            )
+        if embeddings.ndim != 2:
+            raise ValueError(f"embeddings of shape {tuple(embeddings.shape)} are not N x d")
         inputs = build_input_profile(embeddings, components=input_components, bins=input_bins)
     return ReferenceProfile(
         labels=tuple(labels),
@@ -214,7 +250,18 @@ def build_reference_profile(
         confidence_quantiles=dict(zip(quantile_points, q, strict=True)),
         accuracy=accuracy,
         inputs=inputs,
+        class_source=class_source,
     )
+
+
+def reference_sample(count: int, *, limit: int = REFERENCE_MAX_TEXTS, seed: int = 0) -> list[int]:
+    """Indices (ascending) of the at most `limit` of `count` rows the input section describes:
+    all of them, or a seeded uniform sample, so the trainer and the optimizer pick the same."""
+    if count < 0 or limit < 1:
+        raise ValueError("count must be >= 0 and limit >= 1")
+    if count <= limit:
+        return list(range(count))
+    return sorted(random.Random(seed).sample(range(count), limit))
 
 
 def quantile_edges(values: Sequence[float], bins: int) -> list[float]:

@@ -46,7 +46,7 @@ from modelloop_trainer.errors import GateMissedError, InputError
 from modelloop_trainer.evaluate import (
     METRICS,
     evaluate_probabilities,
-    predict_proba_and_embeddings,
+    predict_proba,
 )
 from modelloop_trainer.loop import (
     LoopResult,
@@ -63,8 +63,8 @@ from modelloop_trainer.models import (
     load_tokenizer,
     resolve_model_dir,
 )
-from modelloop_trainer.profile import build_reference_profile
 from modelloop_trainer.progress import Progress
+from modelloop_trainer.reference import model_reference_profile, trained_for
 from modelloop_trainer.storage import Location, check_writable, fetch, parse_uri, publish
 
 SNAPSHOT_DIR = "dataset"
@@ -329,13 +329,13 @@ def _finish(
 ) -> dict[str, Any]:
     """Rank 0: evaluate, write the artifact, apply the gate; returns the summary."""
     progress.event("evaluate", f"evaluating on {len(splits.validation)} validation examples")
-    # One pass gives the metrics' probabilities and the input profile's embeddings.
-    probabilities, embeddings = predict_proba_and_embeddings(
+    batch_size = max(32, args.batch_size)
+    probabilities = predict_proba(
         model,
         tokenizer,
         splits.validation.texts,
         max_length=args.max_length,
-        batch_size=max(32, args.batch_size),
+        batch_size=batch_size,
         device=world.device,
     )
     targets = splits.validation_ids()
@@ -349,8 +349,17 @@ def _finish(
         "finalLoss": result.final_loss,
         "worldSize": world.world_size,
     }
-    profile = build_reference_profile(
-        probabilities, splits.label_names, targets=torch.tensor(targets), embeddings=embeddings
+    profile = model_reference_profile(
+        model,
+        tokenizer,
+        probabilities,
+        targets,
+        trained_for(splits.train, splits.validation),
+        splits.label_names,
+        max_length=args.max_length,
+        batch_size=batch_size,
+        device=world.device,
+        seed=args.seed,
     )
     lineage: dict[str, Any] = {
         "baseModel": args.model_uri,

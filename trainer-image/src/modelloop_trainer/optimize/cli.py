@@ -37,7 +37,7 @@ from modelloop_trainer.captured import load_captured
 from modelloop_trainer.cli import ArgumentParser, add_termination_flag, run_command
 from modelloop_trainer.datasets import Examples, Splits, load_splits
 from modelloop_trainer.errors import ArtifactError, InputError, RejectedError
-from modelloop_trainer.evaluate import predict_proba, predict_proba_and_embeddings
+from modelloop_trainer.evaluate import predict_proba
 from modelloop_trainer.optimize.compare import (
     Figures,
     Rules,
@@ -67,11 +67,17 @@ from modelloop_trainer.optimize.techniques import (
     describe,
     parse_techniques,
 )
-from modelloop_trainer.profile import build_reference_profile
 from modelloop_trainer.progress import Progress
+from modelloop_trainer.reference import model_reference_profile, trained_for
 from modelloop_trainer.storage import check_writable, fetch, parse_uri, publish
 from modelloop_trainer.termination import LIMIT_BYTES
-from modelloop_trainer.train import add_dataset_flags, dataset_spec
+from modelloop_trainer.train import (
+    SNAPSHOT_DIR,
+    SNAPSHOT_FILE,
+    add_dataset_flags,
+    dataset_spec,
+    read_snapshot,
+)
 
 REPORT_FILE = "report.json"
 # The summary, message included, stays this far below the kubelet's 4 KiB: the run_command
@@ -236,7 +242,10 @@ def optimize(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="modelloop-optimize-") as tmp:
         staging = Path(tmp) / "artifact"
-        _save_optimized(model, baseline, staging, val_texts, val_targets, applied, args)
+        reference_data = _reference_data(model_dir, baseline, splits)
+        _save_optimized(
+            model, baseline, staging, (val_texts, val_targets), reference_data, applied, args
+        )
         optimized = load_artifact(staging)
         progress.event("measure", "measuring baseline and optimized model, interleaved")
         # A fresh copy of the baseline: pruning works in place on the one loaded above.
@@ -505,24 +514,48 @@ def _apply(
     return model, record
 
 
+def _reference_data(model_dir: Path, baseline: LoadedArtifact, splits: Splits) -> Examples:
+    """The rows the baseline was trained for: its dataset snapshot (`dataset/`, written by
+    modelloop-train, captured rows included) where it has one, else this job's dataset."""
+    if not (model_dir / SNAPSHOT_DIR / SNAPSHOT_FILE).is_file():
+        return trained_for(splits.train, splits.validation)
+    snapshot_splits, snapshot = read_snapshot(parse_uri(model_dir.as_uri()))
+    recorded = (baseline.manifest.get("dataset") or {}).get("digest")
+    if recorded is not None and recorded != snapshot.digest:
+        raise ArtifactError(
+            f"artifact {model_dir}: its dataset snapshot has digest {snapshot.digest}, the "
+            f"manifest records {recorded} (a snapshot of another run was copied in)"
+        )
+    return trained_for(snapshot_splits.train, snapshot_splits.validation)
+
+
 def _save_optimized(
     model: torch.nn.Module,
     baseline: LoadedArtifact,
     staging: Path,
-    texts: Sequence[str],
-    targets: Sequence[int],
+    validation: tuple[Sequence[str], Sequence[int]],
+    reference_data: Examples,
     applied: list[dict[str, Any]],
     args: argparse.Namespace,
 ) -> None:
     """Write the optimized artifact with a reference profile of the *optimized* model (its
     confidences differ from the baseline's, and drift is measured against what is served).
-    The input section too comes from the optimized model's own embeddings: a distilled
-    student's encoder, or a quantized one, does not embed texts where the baseline did."""
-    probabilities, embeddings = predict_proba_and_embeddings(
+    The input section too comes from the optimized model's own embeddings of the data the
+    baseline was trained for: a distilled student's encoder, or a quantized one, does not
+    embed texts where the baseline did."""
+    texts, targets = validation
+    probabilities = predict_proba(
         model, baseline.tokenizer, texts, max_length=baseline.max_length
     )
-    profile = build_reference_profile(
-        probabilities, baseline.labels, targets=torch.tensor(list(targets)), embeddings=embeddings
+    profile = model_reference_profile(
+        model,
+        baseline.tokenizer,
+        probabilities,
+        targets,
+        reference_data,
+        baseline.labels,
+        max_length=baseline.max_length,
+        seed=args.seed,
     )
     lineage = dict(baseline.manifest.get("lineage", {}))
     lineage["parent"] = args.model_uri
