@@ -12,14 +12,22 @@ help: ## list targets
 venv: ## create/reuse the Python environment (.venv)
 	bash hack/python-env.sh
 
-test: venv cluster-binaries ## every test tier that runs on one machine (what CI runs)
+test: venv cluster-binaries operator-image ## every test tier that runs on one machine (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: venv prometheus-binary ## only the tests that need no cluster (a real Prometheus included)
+test-unit: venv prometheus-binary operator-image ## only the tests that need no cluster (a real Prometheus included)
 	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
 
-test-cluster: venv cluster-binaries ## only the cluster tier
+test-cluster: venv cluster-binaries operator-image ## only the cluster tier
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
+
+# --- images (docs/install.md "Images"): podman/buildah, daemonless, tagged by the chart's appVersion ---
+.PHONY: images operator-image
+images: ## build/reuse the operator, trainer and server images (hack/images.sh; installs podman if missing)
+	bash hack/images.sh
+
+operator-image: ## build/reuse only the operator image (what the tests run; about a minute cold)
+	bash hack/images.sh operator
 
 # --- local Kubernetes control plane (tests/harness, README "Local control plane") ---
 CLUSTER_WORKDIR ?= .cache/cluster

@@ -209,6 +209,15 @@ class RunningOperator:
         peers = f"--peering={self.peering}" if self.peering else "--standalone"
         return [sys.executable, "-m", "modelloop_operator.cli", *scope, peers]
 
+    def operator_env(self) -> dict[str, str]:
+        """The operator's own variables: credentials, ports, the tests' short resync."""
+        return {"KUBECONFIG": str(self.kubeconfig),
+                "MODELLOOP_HEALTH_PORT": str(self.health_port),
+                "MODELLOOP_METRICS_PORT": str(self.metrics_port),
+                "MODELLOOP_RESYNC_SECONDS": "1",
+                "MODELLOOP_DEFAULT_MEMORY": "1Gi",
+                **self.env_overrides}
+
     @property
     def with_chart_permissions(self) -> bool:
         return self.kubeconfig == self.cluster.workdir / CHART_KUBECONFIG
@@ -220,13 +229,7 @@ class RunningOperator:
         if self.with_chart_permissions:
             with (self.cluster.workdir / CHART_OPERATOR_LOGS).open("a") as registry:
                 registry.write(f"{self.log}\n")
-        env = {**self.cluster.env,
-               "KUBECONFIG": str(self.kubeconfig),
-               "MODELLOOP_HEALTH_PORT": str(self.health_port),
-               "MODELLOOP_METRICS_PORT": str(self.metrics_port),
-               "MODELLOOP_RESYNC_SECONDS": "1",
-               "MODELLOOP_DEFAULT_MEMORY": "1Gi",
-               **self.env_overrides}
+        env = {**self.cluster.env, **self.operator_env()}
         self.component = Component(name="modelloop-operator", argv=self.argv, log=self.log)
         self.component.start(env=env, tie_to_parent=True)
         deadline = time.monotonic() + timeout

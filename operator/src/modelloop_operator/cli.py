@@ -25,8 +25,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; every flag also has a ``MODELLOOP_*`` variable (see config)."""
     parser = argparse.ArgumentParser(
         prog="modelloop-operator",
-        description="Reconcile TrainingJobs (and, later, OptimizationJobs and "
-                    "ModelDeployments) in the cluster of KUBECONFIG.")
+        description="Reconcile TrainingJobs, OptimizationJobs and ModelDeployments in the "
+                    "cluster of KUBECONFIG (in-cluster credentials without one).")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
                        help="serve this namespace (repeatable); default: MODELLOOP_NAMESPACES")
