@@ -138,4 +138,8 @@ bench-scale: venv cluster-binaries ## 1,000 TJ + 500 MDEP on 100 kwok GPU nodes,
 bench-retrain: venv cluster-binaries ## threshold crossing -> retraining TrainingJob, against a real Prometheus
 	$(PY) bench/retrain_latency.py
 
-bench: bench-operator bench-scale bench-retrain bench-trainer bench-serve bench-capture bench-loop ## every benchmark (tens of minutes); figures in bench/results/*.json
+.PHONY: bench-images
+bench-images: venv ## the images' sizes and what makes them big, an unchanged rebuild (builds what is missing)
+	$(PY) bench/image_sizes.py
+
+bench: bench-images bench-operator bench-scale bench-retrain bench-trainer bench-serve bench-capture bench-loop ## every benchmark (tens of minutes); figures in bench/results/*.json

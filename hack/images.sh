@@ -106,13 +106,34 @@ fi
 ca=/etc/ssl/certs/ca-certificates.crt
 mounts=()
 [ -f "$ca" ] && mounts=(--volume "$ca:$ca:ro")
+# What an image is built from: its Dockerfile, the build context (the .dockerignore's
+# packages, without caches), the base image's ID and the build arguments. podman's own layer
+# cache still hashes every COPY source (a minute for the torch images' 5 GB), so an image
+# whose label already carries this digest is not handed to podman at all.
+inputs_of() {
+  local name="$1" base_id
+  base_id="$(podman image inspect --format '{{.Id}}' "$base")"
+  { cat "$(dockerfile_of "$name")" "$root/.dockerignore"
+    printf '%s %s %s\n' "$base_id" "$variant" "$name"
+    tar -C "$root" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+      --exclude=__pycache__ --exclude='*.egg-info' --exclude=.mypy_cache \
+      -cf - operator trainer-image server-image
+  } | sha256sum | cut -c1-16
+}
+label=dev.modelloop.inputs
 for name in "${names[@]}"; do
   step="build $name"
   tag="$(tag_of "$name")"
+  inputs="$(inputs_of "$name")"
+  if [ "$(podman image inspect --format "{{index .Labels \"$label\"}}" "$tag" 2>/dev/null)" = "$inputs" ]; then
+    log "$tag is up to date (inputs $inputs)"
+    continue
+  fi
   started=$(date +%s)
   log "building $tag (base $base$([ "$name" = operator ] || echo ", torch $variant"))"
   podman build --quiet --layers --pull=never "${mounts[@]}" \
     --build-arg "PYTHON_IMAGE=$base" --build-arg "VARIANT=$variant" \
+    --label "$label=$inputs" \
     --file "$(dockerfile_of "$name")" --tag "$tag" "$root" >/dev/null \
     || fail "podman build -f $(dockerfile_of "$name") failed (the build's output is above)"
   size="$(podman image inspect --format '{{.Size}}' "$tag")"
