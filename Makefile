@@ -12,13 +12,13 @@ help: ## list targets
 venv: ## create/reuse the Python environment (.venv)
 	bash hack/python-env.sh
 
-test: venv cluster-binaries operator-image ## every test tier that runs on one machine (what CI runs)
+test: venv cluster-binaries images ## every test tier that runs on one machine (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: venv prometheus-binary operator-image ## only the tests that need no cluster (a real Prometheus included)
+test-unit: venv prometheus-binary images ## only the tests that need no cluster (a real Prometheus included)
 	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
 
-test-cluster: venv cluster-binaries operator-image ## only the cluster tier
+test-cluster: venv cluster-binaries images ## only the cluster tier
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
 
 # --- images (docs/install.md "Images"): podman/buildah, daemonless, tagged by the chart's appVersion ---
