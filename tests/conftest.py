@@ -20,6 +20,7 @@ import pytest
 
 from tests.harness.binaries import MissingBinariesError, locate
 from tests.harness.controlplane import ControlPlane
+from tests.harness.images import ImageBuildError, image
 
 _CLUSTER_FIXTURES = frozenset({"cluster", "namespace", "kwok_node"})
 _startup_report: list[str] = []
@@ -89,3 +90,27 @@ def kwok_node(cluster: ControlPlane) -> str:
     name = "kwok-shared-0"
     cluster.add_node(name, gpus=8, cpu="64", memory="512Gi")
     return name
+
+
+def _built(name: str) -> str:
+    """The tag of a project image, built or reused by hack/images.sh; its failure (which
+    names the step) fails the test instead of skipping it."""
+    try:
+        return image(name)
+    except ImageBuildError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def operator_image() -> str:
+    return _built("operator")
+
+
+@pytest.fixture(scope="session")
+def trainer_image() -> str:
+    return _built("trainer")
+
+
+@pytest.fixture(scope="session")
+def server_image() -> str:
+    return _built("server")

@@ -15,17 +15,8 @@ from tests.cluster.container_operator import ContainerOperator
 from tests.cluster.objects import apply, condition, get, training_job
 from tests.cluster.test_trainingjob import SUMMARY, event_reasons, wait_phase
 from tests.harness.controlplane import ControlPlane
-from tests.harness.images import ImageBuildError, image
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def operator_image() -> str:
-    try:
-        return image("operator")
-    except ImageBuildError as err:
-        pytest.fail(str(err), pytrace=False)
 
 
 def test_the_operator_image_reconciles_with_the_charts_permissions(

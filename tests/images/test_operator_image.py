@@ -4,22 +4,13 @@ Built (or reused) by ``hack/images.sh``; the cluster tier runs it against the co
 
 from __future__ import annotations
 
-import pytest
 import yaml
 
 from tests.harness.binaries import REPO_ROOT
-from tests.harness.images import ImageBuildError, image, podman
+from tests.harness.images import podman
 
 LOCKED_DOWN = ("--rm", "--read-only", "--tmpfs=/tmp", "--cap-drop=ALL",
                "--security-opt=no-new-privileges")
-
-
-@pytest.fixture(scope="module")
-def operator_image() -> str:
-    try:
-        return image("operator")
-    except ImageBuildError as err:
-        pytest.fail(str(err), pytrace=False)
 
 
 def test_it_is_tagged_by_the_charts_app_version_as_the_chart_runs_it(

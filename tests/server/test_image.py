@@ -17,21 +17,13 @@ from modelloop_operator.builders.torchserve_config import (
     build_torchserve_config,
 )
 
-from tests.harness.images import ImageBuildError, image, podman
+from tests.harness.images import podman
 
 from .conftest import LABELS, build_tiny_artifact, free_ports, package_mar
 from .serving import http
 
 LOCKED_DOWN = ("--read-only", "--tmpfs=/tmp", "--cap-drop=ALL",
                "--security-opt=no-new-privileges")
-
-
-@pytest.fixture(scope="module")
-def server_image() -> str:
-    try:
-        return image("server")
-    except ImageBuildError as err:
-        pytest.fail(str(err), pytrace=False)
 
 
 def test_it_runs_as_its_non_root_user(server_image: str) -> None:

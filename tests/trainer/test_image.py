@@ -9,23 +9,13 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
-from tests.harness.images import ImageBuildError, image, podman
+from tests.harness.images import podman
 
 from .conftest import make_examples, train_flags, write_jsonl
 
 LOCKED_DOWN = ("--rm", "--read-only", "--tmpfs=/tmp", "--cap-drop=ALL",
                "--security-opt=no-new-privileges", "--network=none")
 USER = 10001
-
-
-@pytest.fixture(scope="module")
-def trainer_image() -> str:
-    try:
-        return image("trainer")
-    except ImageBuildError as err:
-        pytest.fail(str(err), pytrace=False)
 
 
 def test_its_default_command_shows_the_training_flags_as_its_user(trainer_image: str) -> None:
