@@ -18,7 +18,14 @@ from modelloop_trainer.errors import InputError
 from modelloop_trainer.optimize import main as optimize_main
 from safetensors.torch import load_file
 
-from .conftest import kill_at_checkpoint, make_examples, run_cli, train_flags, write_jsonl
+from .conftest import (
+    kill_at_checkpoint,
+    make_examples,
+    optimize_flags,
+    run_cli,
+    train_flags,
+    write_jsonl,
+)
 
 DAY = "2026-12-06"
 
@@ -526,19 +533,11 @@ def test_the_reference_describes_the_captured_rows_too_and_the_optimizer_keeps_i
     )
     assert trained.inputs is not None and trained.inputs.samples == len(snapshot)
     out = tmp_path / "int8"
-    code = optimize_main([
-        "--model-uri", uri(captured_run),
-        "--dataset-uri", uri(dataset_file),  # the base data only: the snapshot has the rest
-        "--validation-split", "0.25",
-        "--techniques", '[{"type":"quantization"}]',
-        "--output-uri", uri(out),
-        "--latency-samples", "2",
-        "--throughput-batches", "1",
-        "--max-accuracy-drop", "1",
-        "--no-package",
-        "--termination-log", str(tmp_path / "term.json"),
-    ])
-    assert code == 0, (tmp_path / "term.json").read_text()
+    # The base data only as --dataset-uri: the snapshot has the rest.
+    code = optimize_main(optimize_flags(captured_run, dataset_file, out,
+                                        '[{"type":"quantization"}]', "--max-accuracy-drop", "1",
+                                        "--no-package", latency_samples=2))
+    assert code == 0, (tmp_path / "int8-term.json").read_text()
     served = load_artifact(out).reference_profile
     assert served.class_counts == trained.class_counts
     assert served.inputs is not None and served.inputs.samples == len(snapshot)
