@@ -54,6 +54,7 @@ class PodRunner:
         backoff_max: float = 300.0,
         max_pods: int = 110,
         image_paths: Mapping[str, str] | None = None,
+        runtime: str = "process",
     ) -> None:
         self.options = RunnerOptions(
             kubeconfig=str(kubeconfig),
@@ -72,6 +73,7 @@ class PodRunner:
             backoff_max=backoff_max,
             max_pods=max_pods,
             image_paths=None if image_paths is None else dict(image_paths),
+            runtime=runtime,
         )
         self._core = AsyncPodRunner(self.options)
         self._loop: asyncio.AbstractEventLoop | None = None

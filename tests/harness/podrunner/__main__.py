@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> RunnerOptions:
                         help="command for an image whose containers set no command")
     parser.add_argument("--backoff", type=float, default=10.0,
                         help="initial crash-loop back-off in seconds (kubelet: 10)")
+    parser.add_argument("--runtime", choices=("process", "podman"), default="process",
+                        help="local processes, or one `podman run` of its image per container")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -46,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> RunnerOptions:
         kubeconfig=args.kubeconfig, context=args.context, node_name=args.node,
         workdir=args.workdir, cpu=args.cpu, memory=args.memory, gpus=args.gpus,
         pod_cidr=args.pod_cidr, extra_path=args.extra_path, entrypoints=entrypoints,
-        backoff_initial=args.backoff,
+        backoff_initial=args.backoff, runtime=args.runtime,
     )
 
 

@@ -38,6 +38,21 @@ from .kube import KubeClient, ns_path
 from .loopback import rewrite_loopback
 from .names import NameRegistry, rewrite_pod_names
 from .paths import PathMap
+from .podman import (
+    OOM_EXIT,
+    ImageNeverPulledError,
+    Mount,
+    PodmanProcess,
+    container_name,
+    exec_argv,
+    has_memory_limit,
+    image_present,
+    kubelet_volume_modes,
+    podman_binary,
+    podman_env,
+    run_argv,
+    write_env,
+)
 from .probes import ProbeKind, ProbeSpec, ProbeTracker
 from .probing import ProbeSetupError, run_probe
 from .process import ExecutableNotFoundError, LocalProcess, resolve_executable, run_to_completion
@@ -77,6 +92,7 @@ class RunnerSettings:
     # Short base for pod volumes and TMPDIR: unix socket paths must fit in 108 bytes, and
     # TorchServe puts its worker sockets in java.io.tmpdir (an emptyDir at /tmp).
     short_root: Path
+    runtime: str = "process"
 
 
 class PodContext(Protocol):
@@ -105,6 +121,9 @@ class Launch:
     cwd: str
     path_map: PathMap
     loopback_ip: str
+    container_name: str = ""
+    """Set in the podman runtime: the running container's name."""
+    env_file: Path | None = None
 
     def rewrite(self, text: str) -> str:
         """Container paths and the pod's 127.0.0.1 in one value, as for the command."""
@@ -131,7 +150,7 @@ class ContainerRunner:
         self.name: str = spec["name"]
         self._dir = pod.pod_dir / "containers" / self.name
         self.log_path = pod.pod_dir / f"{self.name}.log"
-        self._process: LocalProcess | None = None
+        self._process: LocalProcess | PodmanProcess | None = None
         self._wake = asyncio.Event()
         self._kill_reason = ""
         self._backoff = Backoff(pod.settings.backoff_initial, pod.settings.backoff_max)
@@ -163,6 +182,8 @@ class ContainerRunner:
         return Path(self._dir, "termination-log")
 
     async def prepare(self) -> Launch:
+        if self._pod.settings.runtime == "podman":
+            return await self._prepare_podman()
         pod, settings = self._pod.pod, self._pod.settings
         runtime = PodRuntimeFields(pod_ip=self._pod.pod_ip, host_ip=settings.host_ip)
         pod_env = resolve_env(pod, self.spec, await self._sources(), runtime,
@@ -204,6 +225,43 @@ class ContainerRunner:
         executable = resolve_executable(argv[0], env["PATH"], cwd)
         return Launch(argv=argv, executable=executable, env=env, cwd=cwd, path_map=path_map,
                       loopback_ip=loopback)
+
+    async def _prepare_podman(self) -> Launch:
+        """A `podman run` of the container's image: real mounts, so no path rewriting."""
+        pod, settings = self._pod.pod, self._pod.settings
+        runtime = PodRuntimeFields(pod_ip=self._pod.pod_ip, host_ip=settings.host_ip)
+        pod_env = resolve_env(pod, self.spec, await self._sources(), runtime,
+                              settings.node_allocatable)
+        command, args = expand_command(self.spec, pod_env)
+        image = self.spec.get("image", "")
+        if not await image_present(image):
+            raise ImageNeverPulledError(
+                f'Container image "{image}" is not present with pull policy of Never '
+                "(build it with `make images`)")
+        termination_path = self.spec.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
+        self._dir.mkdir(parents=True, exist_ok=True)
+        path_map = container_path_map(self.spec, self._pod.volumes, pod_env, termination_path,
+                                      self.termination_file(), self._dir / "root", {})
+        read_only = {PathMap(entries={}).normalised(m["mountPath"])
+                     for m in self.spec.get("volumeMounts") or [] if m.get("readOnly")}
+        mounts = [Mount(host, path, path in read_only)
+                  for path, host in sorted(path_map.entries.items())]
+        kubelet_volume_modes(pod, self._pod.volumes)
+        loopback = self._pod.loopback_ip
+        env = dict(settings.base_env)
+        env.update({k: rewrite_loopback(v, loopback) for k, v in pod_env.items()})
+        parts = [rewrite_loopback(part, loopback) for part in command + args]
+        parts, env = self._resolve_names(parts, env)
+        name = container_name(pod, self.name, self.record.restart_count)
+        env_file = self._dir / "env"
+        inline = write_env(env, env_file)
+        spec = dict(self.spec, command=parts[:len(command)], args=parts[len(command):])
+        argv = run_argv(name=name, node=settings.node_name, pod=pod, container=spec,
+                        mounts=mounts, env_file=env_file, inline_env=inline,
+                        hostname=pod["spec"].get("hostname") or pod["metadata"]["name"])
+        return Launch(argv=argv, executable=podman_binary(), env=podman_env(),
+                      cwd=str(self._dir), path_map=PathMap(), loopback_ip=loopback,
+                      container_name=name, env_file=env_file)
 
     def _resolve_names(self, argv: list[str], env: dict[str, str]
                        ) -> tuple[list[str], dict[str, str]]:
@@ -255,13 +313,20 @@ class ContainerRunner:
         if self._pod.stopping:
             raise _StoppedError
         self.termination_file().write_bytes(b"")
-        container_id = f"local://{uuid.uuid4().hex}"
         log.info("pod %s container %s: starting %r", pod["metadata"]["name"], self.name,
                  launch.argv)
         self._kill_reason = ""
-        self._process = await LocalProcess.start(
-            launch.argv, executable=launch.executable, env=launch.env, cwd=launch.cwd,
-            log_path=self.log_path)
+        if launch.container_name and launch.env_file is not None:
+            self.termination_file().chmod(0o666)  # written by the container's user
+            container_id = f"podman://{launch.container_name}"
+            self._process = await PodmanProcess.start(
+                launch.argv, name=launch.container_name, env_file=launch.env_file,
+                log_path=self.log_path)
+        else:
+            container_id = f"local://{uuid.uuid4().hex}"
+            self._process = await LocalProcess.start(
+                launch.argv, executable=launch.executable, env=launch.env, cwd=launch.cwd,
+                log_path=self.log_path)
         started_at = now_rfc3339()
         began = time.monotonic()
         self.record.set_running(container_id, started_at)
@@ -277,6 +342,9 @@ class ContainerRunner:
         self._last_run_s = time.monotonic() - began
         message = self._message(code)
         reason = "Completed" if code == 0 else "Error"
+        if (launch.container_name and code == OOM_EXIT and has_memory_limit(self.spec)
+                and not self._kill_reason):
+            reason = "OOMKilled"  # podman's own flag is wrong on cgroup v1
         state = Terminated(code, reason, message, started_at, now_rfc3339(), container_id)
         self.record.set_terminated(state)
         self._pod.changed()
@@ -353,6 +421,11 @@ class ContainerRunner:
 
         async def run_exec(command: list[str], limit_s: float) -> int | None:
             argv = [launch.rewrite(part) for part in command]
+            if launch.container_name:
+                return await run_to_completion(
+                    exec_argv(launch.container_name, argv), executable=launch.executable,
+                    env=launch.env, cwd=launch.cwd,
+                    log_path=self._pod.pod_dir / f"{self.name}.probe.log", limit_s=limit_s)
             try:
                 executable = resolve_executable(argv[0], launch.env["PATH"], launch.cwd)
             except (ExecutableNotFoundError, IndexError):

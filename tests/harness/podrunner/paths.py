@@ -43,6 +43,10 @@ class PathMap:
     entries: dict[str, str] = field(default_factory=dict)
     mirror_root: str | None = None
 
+    @staticmethod
+    def normalised(container_path: str) -> str:
+        return _normalise(container_path)
+
     def add(self, container_path: str, host_path: str) -> None:
         path = _normalise(container_path)
         if path == "/":

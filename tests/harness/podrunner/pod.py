@@ -22,6 +22,7 @@ from .events import EventRecorder
 from .ipam import LoopbackPool
 from .kube import STRATEGIC_MERGE_PATCH, KubeClient, KubeError, ns_path
 from .names import NameRegistry
+from .paths import PathMap
 from .status import ContainerRecord, PodView, build_status, compute_phase, now_rfc3339
 from .volumes import VolumeBuilder, VolumeError, pod_mount_map, rewrite_config_files
 
@@ -270,8 +271,10 @@ class PodWorker:
                 builder = VolumeBuilder(
                     self.kube, self.pod, self.data_dir, runtime, self.settings.node_allocatable)
                 self.volumes = await builder.build_all()
-                rewrite_config_files(builder.config_dirs, pod_mount_map(
-                    self.pod, self.volumes, self.settings.image_paths), self.loopback_ip)
+                # Real containers see their mounts: only the pod's 127.0.0.1 is rewritten.
+                mounts = (PathMap() if self.settings.runtime == "podman" else pod_mount_map(
+                    self.pod, self.volumes, self.settings.image_paths))
+                rewrite_config_files(builder.config_dirs, mounts, self.loopback_ip)
                 break
             except (VolumeError, KubeError) as error:
                 message = str(error)

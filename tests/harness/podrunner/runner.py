@@ -28,6 +28,7 @@ from .kube import KubeClient, KubeError
 from .names import NameRegistry
 from .node import NodeAgent, NodeConfig
 from .pod import PodWorker, pod_key
+from .podman import remove_node_containers
 
 Json = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ DEFAULT_INHERITED_ENV = (
     "TRANSFORMERS_OFFLINE", "TORCH_HOME", "XDG_CACHE_HOME", "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
 )
+
+
+RUNTIMES = ("process", "podman")
 
 
 @dataclass
@@ -67,6 +71,8 @@ class RunnerOptions:
     context: str | None = None
     # None: this project's images (images.py); {} for none.
     image_paths: Mapping[str, str] | None = None
+    # "process": local processes; "podman": each container is a `podman run` of its image.
+    runtime: str = "process"
 
 
 def container_search_path(extra: Sequence[str]) -> str:
@@ -86,11 +92,18 @@ def container_search_path(extra: Sequence[str]) -> str:
 
 def build_settings(options: RunnerOptions, workdir: Path,
                    short_root: Path | None = None) -> RunnerSettings:
+    if options.runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {options.runtime!r}")
+    containers = options.runtime == "podman"
     base_env = dict(PROJECT_IMAGE_ENV) if options.image_paths is None else {}
     base_env.update({k: os.environ[k] for k in options.inherit_env if k in os.environ})
+    if containers:
+        base_env = {}  # the image holds its environment; the host's stays out
     base_env.update(options.env)
     image_paths = (project_image_paths() if options.image_paths is None
                    else dict(options.image_paths))
+    if containers:
+        image_paths = {}
     allocatable = {"cpu": options.cpu, "memory": options.memory, "ephemeral-storage": "100Gi"}
     if options.gpus:
         allocatable["nvidia.com/gpu"] = str(options.gpus)
@@ -106,6 +119,7 @@ def build_settings(options: RunnerOptions, workdir: Path,
         entrypoints={k: list(v) for k, v in options.entrypoints.items()},
         image_paths=image_paths,
         short_root=short_root or Path(tempfile.mkdtemp(prefix="mlp-", dir="/tmp")),
+        runtime=options.runtime,
     )
 
 
@@ -141,6 +155,8 @@ class AsyncPodRunner:
         return self._kube
 
     async def start(self) -> None:
+        if self.settings.runtime == "podman":
+            await asyncio.to_thread(remove_node_containers, self.options.node_name)
         if self.route is not None:
             self.route.add()
         self._kube = await KubeClient.from_kubeconfig(self.options.kubeconfig,
@@ -192,6 +208,8 @@ class AsyncPodRunner:
             self._kube = None
         if self.route is not None:
             self.route.remove()
+        if self.settings.runtime == "podman":
+            await asyncio.to_thread(remove_node_containers, self.options.node_name)
         # Pod volumes live here (short socket paths); the pod dirs keep logs.
         shutil.rmtree(self.settings.short_root, ignore_errors=True)
 
