@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 from tests.cluster.conftest import CRD_DIR, RunningOperator
 from tests.harness.binaries import REPO_ROOT, locate
 from tests.harness.controlplane import ControlPlane
+from tests.harness.images import image
 from tests.harness.podrunner import (
     PodRunner,
     local_pv_manifest,
@@ -34,12 +36,13 @@ MODELS_CLAIM = "models"
 
 SOURCE_PATH = ":".join(str(REPO_ROOT / package / "src")
                        for package in ("operator", "trainer-image", "server-image"))
-"""PYTHONPATH of the operator and of every pod: this checkout's code. The environment in
-~/.cache/modelloop is shared by every clone with the same requirements, and its editable
-installs point at whichever clone ran hack/python-env.sh last."""
-# Images are never pulled on the pod runner; the names only need to be valid references.
-TRAINER_IMAGE = "ghcr.io/modelloop/trainer:local"
-SERVER_IMAGE = "ghcr.io/modelloop/server:local"
+"""PYTHONPATH of the operator (and of pods in the process runtime): this checkout's code.
+The environment in ~/.cache/modelloop is shared by every clone with the same requirements,
+and its editable installs point at whichever clone ran hack/python-env.sh last."""
+RUNTIME = os.environ.get("MODELLOOP_POD_RUNTIME", "podman")
+"""`podman`: every pod runs from the project's images (built by hack/images.sh from this
+checkout). `process`: pods are local processes of the venv (faster to iterate on)."""
+PROCESS_IMAGES = ("ghcr.io/modelloop/trainer:local", "ghcr.io/modelloop/server:local")
 
 
 class StackError(RuntimeError):
@@ -54,6 +57,8 @@ class Stack:
     namespace: str
     cluster: ControlPlane | None = None
     runner: PodRunner | None = None
+    trainer_image: str = PROCESS_IMAGES[0]
+    server_image: str = PROCESS_IMAGES[1]
     operator: RunningOperator | None = None
     timings: dict[str, float] = field(default_factory=dict)
     pod_dirs: list[Path] = field(default_factory=list)
@@ -138,6 +143,8 @@ def start_stack(workdir: Path, *, namespace: str = "quickstart",
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir=workdir.resolve(), namespace=namespace)
     try:
+        if RUNTIME == "podman":
+            _timed(stack, "images (hack/images.sh)", on_step, lambda: _images(stack))
         _timed(stack, "control plane", on_step, lambda: _start_control_plane(stack))
         _timed(stack, "CRDs", on_step, lambda: _apply_crds(stack))
         _timed(stack, f"pod runner ({NODE_NAME})", on_step, lambda: _start_runner(stack))
@@ -158,6 +165,10 @@ def _timed(stack: Stack, name: str, on_step: Callable[[str], None],
     on_step(f"{name} ready in {stack.timings[name]:.1f}s")
 
 
+def _images(stack: Stack) -> None:
+    stack.trainer_image, stack.server_image = image("trainer"), image("server")
+
+
 def _start_control_plane(stack: Stack) -> None:
     stack.cluster = ControlPlane(stack.workdir / "controlplane", locate(), tie_to_parent=True)
     stack.cluster.start()
@@ -174,14 +185,16 @@ def _apply_crds(stack: Stack) -> None:
 
 
 def _start_runner(stack: Stack) -> None:
-    # Advertised capacity is bookkeeping only (no cgroups): generous, so that the
-    # scheduler never blocks the loop on requests sized for real nodes.
+    # Advertised capacity is generous so that the scheduler never blocks the loop on
+    # requests sized for real nodes; limits are enforced in the podman runtime.
+    env = {"TOKENIZERS_PARALLELISM": "false"}
+    if RUNTIME == "process":
+        env.update({"PYTHONPATH": SOURCE_PATH, "HF_HUB_OFFLINE": "1",
+                    "TRANSFORMERS_OFFLINE": "1"})
     stack.runner = PodRunner(
         kubeconfig=stack.plane.kubeconfig, node_name=NODE_NAME,
-        workdir=stack.workdir / "pods", cpu="16", memory="64Gi", gpus=0,
-        env={"PYTHONPATH": SOURCE_PATH, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-             "TOKENIZERS_PARALLELISM": "false"},
-        backoff_initial=2.0, backoff_max=20.0)
+        workdir=stack.workdir / "pods", cpu="16", memory="64Gi", gpus=0, env=env,
+        backoff_initial=2.0, backoff_max=20.0, runtime=RUNTIME)
     stack.runner.start()
     settings = getattr(getattr(stack.runner, "_core", None), "settings", None)
     short_root = getattr(settings, "short_root", None)
@@ -212,8 +225,8 @@ def _start_operator(stack: Stack) -> None:
     # DDP tests often hold the default 29500); in a cluster each pod has its own.
     stack.operator = RunningOperator(
         cluster=stack.plane, log=stack.workdir / "operator.log",
-        env_overrides={"MODELLOOP_TRAINER_IMAGE": TRAINER_IMAGE,
-                       "MODELLOOP_SERVER_IMAGE": SERVER_IMAGE,
+        env_overrides={"MODELLOOP_TRAINER_IMAGE": stack.trainer_image,
+                       "MODELLOOP_SERVER_IMAGE": stack.server_image,
                        "MODELLOOP_RESYNC_SECONDS": "2", "PYTHONPATH": SOURCE_PATH,
                        "MODELLOOP_MASTER_PORT": str(free_port())})
     stack.operator.start(timeout=120)
