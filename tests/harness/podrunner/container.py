@@ -51,6 +51,7 @@ from .podman import (
     podman_binary,
     podman_env,
     run_argv,
+    service_env,
     write_env,
 )
 from .probes import ProbeKind, ProbeSpec, ProbeTracker
@@ -248,7 +249,7 @@ class ContainerRunner:
                   for path, host in sorted(path_map.entries.items())]
         kubelet_volume_modes(pod, self._pod.volumes)
         loopback = self._pod.loopback_ip
-        env = dict(settings.base_env)
+        env = {**service_env(self._pod.kube.server), **settings.base_env}
         env.update({k: rewrite_loopback(v, loopback) for k, v in pod_env.items()})
         parts = [rewrite_loopback(part, loopback) for part in command + args]
         parts, env = self._resolve_names(parts, env)

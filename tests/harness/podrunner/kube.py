@@ -40,6 +40,7 @@ class KubeClient:
     def __init__(self, connection: Connection) -> None:
         # Every call names its own limit (limit_s); this default is never used.
         self._transport = ApiTransport(connection=connection, request_timeout=30)
+        self.server = connection.server
 
     @classmethod
     async def from_kubeconfig(cls, path: str, context: str | None = None) -> KubeClient:

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import subprocess
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,15 @@ def podman_env() -> dict[str, str]:
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
     return env
+
+
+def service_env(server: str) -> dict[str, str]:
+    """The `kubernetes` Service's variables, which the kubelet sets in every container; here
+    they name the API server itself (no Service VIPs without kube-proxy)."""
+    parsed = urllib.parse.urlsplit(server)
+    port = str(parsed.port or (443 if parsed.scheme == "https" else 80))
+    return {"KUBERNETES_SERVICE_HOST": parsed.hostname or "", "KUBERNETES_SERVICE_PORT": port,
+            "KUBERNETES_SERVICE_PORT_HTTPS": port}
 
 
 def container_name(pod: Json, container: str, restart: int) -> str:
