@@ -121,10 +121,10 @@ bench-loop: venv ## does retraining on labelled traffic learn? first vs retraine
 
 # --- the whole loop on this machine (README "Quickstart (make demo)", "End-to-end test") ---
 .PHONY: demo test-e2e
-demo: venv cluster-binaries ## the whole loop for real: train, int8, serve, capture, feedback, a gated retrain, promote (KEEP=1 leaves it up)
+demo: venv cluster-binaries images ## the whole loop for real: train, int8, serve, capture, feedback, a gated retrain, promote (KEEP=1 leaves it up)
 	$(PY) hack/demo.py
 
-test-e2e: venv cluster-binaries ## the e2e tier: tests/e2e (real trainer, optimizer, TorchServe on the local stack)
+test-e2e: venv cluster-binaries images ## the e2e tier: tests/e2e (real trainer, optimizer, TorchServe on the local stack)
 	$(PY) -m pytest tests/e2e -m e2e -s $(PYTEST_ARGS)
 
 .PHONY: bench-operator bench-retrain bench-scale

@@ -39,8 +39,9 @@ for _package in ("operator", "trainer-image", "server-image"):
 from tests.e2e import closedloop, loop  # noqa: E402
 from tests.e2e.orphans import processes_using  # noqa: E402
 from tests.e2e.prometheus import Prometheus  # noqa: E402
-from tests.e2e.stack import Stack, start_stack  # noqa: E402
+from tests.e2e.stack import NODE_NAME, Stack, start_stack  # noqa: E402
 from tests.harness.binaries import BUILD_SCRIPT  # noqa: E402
+from tests.harness.podrunner.podman import node_containers  # noqa: E402
 from tests.harness.prometheus import (  # noqa: E402
     BUILD_STEP,
     missing_prometheus_message,
@@ -315,6 +316,7 @@ def main() -> int:
             dirs = [stack.workdir, *stack.pod_dirs]
             stack.stop()
             leftovers = [p for d in dirs for p in processes_using(d)]
+            leftovers += [f"container {c}" for c in node_containers(NODE_NAME)]
             say("stopped; nothing left running" if not leftovers
                 else f"stopped, but these processes remain: {leftovers}")
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from tests.harness.binaries import MissingBinariesError, locate
+from tests.harness.podrunner.podman import node_containers
 from tests.harness.prometheus import require_prometheus
 
 from . import capture, closedloop, loop, retrain
 from .orphans import processes_using
-from .stack import Stack, start_stack
+from .stack import NODE_NAME, Stack, start_stack
 
 # 7 minutes measured on the shared 2-core dev machine (load ~8) for the quickstart test,
 # more for the retraining one; the limit leaves room for a more loaded machine.
@@ -253,3 +254,4 @@ def test_teardown_leaves_no_process(stack: Stack) -> None:
     stack.stop()
     leftovers = [p for d in dirs for p in processes_using(Path(d))]
     assert not leftovers, f"processes left behind: {leftovers}"
+    assert node_containers(NODE_NAME) == [], "containers left behind"

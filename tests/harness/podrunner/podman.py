@@ -240,6 +240,17 @@ def exec_argv(name: str, command: Sequence[str]) -> list[str]:
     return ["exec", name, *command]
 
 
+def node_containers(node: str) -> list[str]:
+    """Names of the containers a runner for `node` started that still exist."""
+    binary = shutil.which("podman")
+    if binary is None:
+        return []
+    listed = subprocess.run(
+        [binary, "ps", "--all", "--format={{.Names}}", f"--filter=label={NODE_LABEL}={node}"],
+        capture_output=True, text=True, env=podman_env(), check=False, timeout=60)
+    return listed.stdout.split()
+
+
 def remove_node_containers(node: str) -> None:
     """Removes every container a runner for `node` started (also ones a killed runner left)."""
     binary = shutil.which("podman")
