@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
+from modelloop_operator.kubeconfig import load_kubeconfig
 
 from tests.cluster.conftest import RunningOperator
 from tests.cluster.objects import apply, condition, get
@@ -141,15 +142,17 @@ def log_since(operator: RunningOperator, offset: int) -> str:
 
 # --- operators of one test ----------------------------------------------------------------
 
-def chart_credentials(operator_kubeconfig: Path, path: Path, *, server: str | None = None
-                      ) -> Path:
+def chart_credentials(operator_kubeconfig: Path, path: Path, *, server: str | None = None,
+                      cluster_fields: dict[str, str] | None = None) -> Path:
     """A copy of the chart ServiceAccount's kubeconfig (same token, same RBAC), optionally
-    pointing at another server (a proxy; TLS passes through). A copy, so that the
+    pointing at another server (a proxy; TLS passes through) and with more fields of its
+    cluster entry (``tls-server-name``, ``proxy-url``). A copy, so that the
     session's 403 check does not read this operator's log: a test that makes the API
     server refuse requests checks that operator's 403s itself."""
     config = yaml.safe_load(operator_kubeconfig.read_text())
     if server is not None:
         config["clusters"][0]["cluster"]["server"] = server
+    config["clusters"][0]["cluster"].update(cluster_fields or {})
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
@@ -315,6 +318,66 @@ def test_changes_made_while_the_connection_is_cut_are_reconciled_after_it_return
     assert scaled["status"]["observedGeneration"] == 2
     assert_one_child_each(cluster, namespace, jobs={"held": ["held-a1"]}, deployment="srv")
     dedicated.check_running()
+
+
+# --- 2b. the kubeconfig's route: tls-server-name, proxy-url -------------------------------
+
+def certificate_refused(kubeconfig: Path, host: str, port: int) -> bool:
+    """Whether a TLS client checking the name ``host`` refuses the API server's
+    certificate (the premise of the tls-server-name test)."""
+    context = ssl.create_default_context(cafile=load_kubeconfig([kubeconfig]).ca_file)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        try:
+            context.wrap_socket(sock, server_hostname=host).close()
+        except ssl.SSLCertVerificationError:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("route", ["tls-server-name", "proxy-url"])
+def test_kopfs_watches_and_the_operators_writes_take_the_kubeconfigs_route(
+        cluster: ControlPlane, namespace: str, kwok_node: str, operator: RunningOperator,
+        operator_kubeconfig: Path, tmp_path: Path, route: str) -> None:
+    """The kubeconfig names an address the API server's certificate does not cover, with
+    ``tls-server-name`` set to a name it does; or a name that resolves nowhere, reachable
+    only through its ``proxy-url``. The TrainingJob reaches the operator only through
+    kopf's watch (resync timers are off) and its status only through the operator's
+    writes, so both must take that route."""
+    port = int(cluster.server.rsplit(":", 1)[1])
+    authority = f"kubernetes.default:{port}"  # in the certificate; no DNS answers for it
+    if route == "tls-server-name":
+        proxy = TcpProxy(target_host="127.0.0.1", target_port=port, listen_host="127.0.0.2")
+    else:
+        proxy = TcpProxy(target_host="127.0.0.1", target_port=port, tunnel_for=authority)
+    with proxy:
+        if route == "tls-server-name":
+            kubeconfig = chart_credentials(
+                operator_kubeconfig, tmp_path / "kubeconfig",
+                server=f"https://127.0.0.2:{proxy.port}",
+                cluster_fields={"tls-server-name": "kubernetes.default"})
+            assert certificate_refused(kubeconfig, "127.0.0.2", proxy.port)
+        else:
+            kubeconfig = chart_credentials(
+                operator_kubeconfig, tmp_path / "kubeconfig", server=f"https://{authority}",
+                cluster_fields={"proxy-url": f"http://127.0.0.1:{proxy.port}"})
+            with pytest.raises(OSError):
+                socket.getaddrinfo("kubernetes.default", port)
+        dedicated = RunningOperator(cluster=cluster, log=tmp_path / "operator.log",
+                                    kubeconfig=kubeconfig,
+                                    env_overrides={"MODELLOOP_RESYNC_SECONDS": "3600"})
+        with instead_of_the_session_operator(operator, dedicated, namespace):
+            apply(cluster, namespace, training_job("routed", node=kwok_node, annotations=HELD))
+            dedicated.wait_for("routed Running", tj_in_phase(cluster, namespace, "routed",
+                                                             "Running"))
+            merge_patch(cluster, namespace, "trainingjob", "routed",
+                        {"spec": {"runPolicy": {"suspend": True}}})
+            dedicated.wait_for("routed Suspended", tj_in_phase(cluster, namespace, "routed",
+                                                               "Suspended"))
+        # kopf's session and the operator's client each opened their own connections.
+        assert proxy.stats.accepted >= 2, proxy.stats
+        assert proxy.stats.refused == 0, proxy.stats
+        if route == "proxy-url":
+            assert proxy.stats.tunnels == proxy.stats.accepted, proxy.stats
 
 
 # --- 3. conflict storm --------------------------------------------------------------------

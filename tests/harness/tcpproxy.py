@@ -14,6 +14,10 @@ server's certificate for 127.0.0.1 still verifies). Then:
 * ``restore()``: new connections are forwarded again. Connections that went silent
   stay silent (they are dead for good, as after a real state loss) until ``stop()``.
 
+With ``tunnel_for="host:port"`` it is an HTTP proxy instead (a kubeconfig's
+``proxy-url``): each connection must open with ``CONNECT host:port``, which is tunnelled
+to the target; any other request is refused with 403. ``stats.tunnels`` counts them.
+
 Runs an asyncio loop in a daemon thread; the public methods are called from the test's
 thread and return once the proxy is in the new state.
 """
@@ -45,6 +49,10 @@ class ProxyStats:
     """Connections reset by ``cut("reset")`` or while it lasted."""
     frozen: int = 0
     """Connections silenced by ``cut("blackhole")`` or accepted while it lasted."""
+    tunnels: int = 0
+    """``CONNECT`` requests tunnelled (``tunnel_for``)."""
+    refused: int = 0
+    """Requests refused because they were not ``CONNECT <tunnel_for>``."""
 
 
 @dataclass(eq=False)  # hashed by identity: links live in a set
@@ -58,9 +66,10 @@ class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to ``target_host:target_port``; see the module doc."""
 
     def __init__(self, *, target_host: str, target_port: int,
-                 listen_host: str = "127.0.0.1") -> None:
+                 listen_host: str = "127.0.0.1", tunnel_for: str | None = None) -> None:
         self.target = (target_host, target_port)
         self.listen_host = listen_host
+        self.tunnel_for = tunnel_for
         self.stats = ProxyStats()
         self._mode: CutMode | None = None
         self._links: set[_Link] = set()
@@ -125,6 +134,8 @@ class TcpProxy:
             self.stats.frozen += 1
             self._frozen.append(writer)  # kept open, never read: the handshake hangs
             return
+        if self.tunnel_for is not None and not await self._tunnel(reader, writer):
+            return
         try:
             upstream = await asyncio.open_connection(*self.target)
         except OSError:
@@ -139,6 +150,24 @@ class TcpProxy:
                       asyncio.create_task(self._pump(link, upstream[0], writer)))
         self._links.add(link)
         self.stats.accepted += 1
+
+    async def _tunnel(self, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> bool:
+        """Read the client's request head; True (200 sent) for ``CONNECT <tunnel_for>``."""
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            writer.close()
+            return False
+        if head.split("\r\n", 1)[0].split(" ")[:2] != ["CONNECT", self.tunnel_for]:
+            self.stats.refused += 1
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            writer.close()
+            return False
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        self.stats.tunnels += 1
+        return True
 
     async def _pump(self, link: _Link, source: asyncio.StreamReader,
                     sink: asyncio.StreamWriter) -> None:

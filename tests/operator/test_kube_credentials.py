@@ -1,50 +1,87 @@
-"""kopf logs in with the credentials kube.py loads (kopf's own logins need libraries we
-do not ship), so both talk to the same cluster as the same user."""
+"""kopf's session is built as the operator's own client (``kube.shared_session``): the
+same credentials and the same route (proxy) to the same server, checked against a real
+local HTTP server. The TLS server name is checked against the real API server in
+tests/cluster/test_operator_routes.py."""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from modelloop_operator.kube import load_credentials
+from aiohttp import web
+from modelloop_operator.kube import shared_session
 
 
-def write_kubeconfig(path: Path, user: dict[str, str]) -> None:
+class Seen:
+    """Requests a tiny server received: method, target as sent, headers."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append({"target": request.raw_path, "headers": dict(request.headers)})
+        return web.json_response({"kind": "Status"})
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[tuple[Seen, str]]:
+    seen = Seen()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", seen.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield seen, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+def write_kubeconfig(path: Path, *, server: str, user: dict[str, str],
+                     **cluster: str) -> Path:
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": "https://10.0.0.1:6443",
-                                               "insecure-skip-tls-verify": True}}],
+        "clusters": [{"name": "k", "cluster": {"server": server, **cluster}}],
         "users": [{"name": "u", "user": user}],
         "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
     }))
+    return path
 
 
-def read(path: str) -> str:
-    return Path(path).read_text()
+async def get_through_kopfs_session(url: str) -> None:
+    server, session = await shared_session(connections=2)
+    try:
+        async with session.get(server + url) as response:
+            assert response.status == 200
+    finally:
+        await session.close()
 
 
-async def test_a_bearer_token_from_kubeconfig(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "config"
-    write_kubeconfig(path, {"token": "s3cr3t"})
-    monkeypatch.setenv("KUBECONFIG", f"{path}:/nonexistent/second")
-    creds = await load_credentials()
-    assert creds.server == "https://10.0.0.1:6443"
-    assert (creds.scheme, creds.token) == ("Bearer", "s3cr3t")
-    assert creds.insecure is True
-    assert creds.certificate_path is None and creds.private_key_path is None
+@pytest.mark.parametrize(("user", "authorization"), [
+    ({"token": "s3cr3t"}, "Bearer s3cr3t"),
+    ({"username": "me", "password": "pw"}, "Basic " + base64.b64encode(b"me:pw").decode()),
+])
+async def test_every_request_carries_the_kubeconfigs_credentials(
+        listener: tuple[Seen, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        user: dict[str, str], authorization: str) -> None:
+    seen, url = listener
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "c", server=url, user=user)))
+    await get_through_kopfs_session("/api/v1/namespaces")
+    await get_through_kopfs_session("/api/v1/pods")
+    assert [r["headers"].get("Authorization") for r in seen.requests] == [authorization] * 2
 
 
-async def test_client_certificates_stay_in_files(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    cert, key = tmp_path / "c.crt", tmp_path / "c.key"
-    cert.write_text("CERT")
-    key.write_text("KEY")
-    path = tmp_path / "config"
-    write_kubeconfig(path, {"client-certificate": str(cert), "client-key": str(key)})
+async def test_the_kubeconfigs_proxy_carries_kopfs_requests(
+        listener: tuple[Seen, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen, proxy = listener
+    # The server's name does not resolve: only the proxy can reach it.
+    path = write_kubeconfig(tmp_path / "c", server="http://api.cluster.invalid:6443",
+                            user={"token": "t"}, **{"proxy-url": proxy})
     monkeypatch.setenv("KUBECONFIG", str(path))
-    creds = await load_credentials()
-    assert creds.token is None
-    assert creds.certificate_path is not None and read(creds.certificate_path) == "CERT"
-    assert creds.private_key_path is not None and read(creds.private_key_path) == "KEY"
+    await get_through_kopfs_session("/apis/modelloop.dev/v1alpha1/trainingjobs?watch=true")
+    [request] = seen.requests
+    assert request["target"] == ("http://api.cluster.invalid:6443"
+                                 "/apis/modelloop.dev/v1alpha1/trainingjobs?watch=true")
+    assert request["headers"]["Host"] == "api.cluster.invalid:6443"

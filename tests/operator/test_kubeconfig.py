@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import yaml
 from modelloop_operator.errors import CredentialsError
-from modelloop_operator.kube import load_credentials
 from modelloop_operator.kubeconfig import (
     BasicAuth,
     ExecPlugin,
@@ -266,15 +265,6 @@ def test_kubeconfig_wins_over_the_service_account(tmp_path: Path,
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     assert load_connection().server == "https://10.0.0.1:6443"
-
-
-async def test_kopf_logs_in_with_basic_auth_too(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    path = kubeconfig(tmp_path / "config", user={"username": "me", "password": "pw"})
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    creds = await load_credentials()
-    assert (creds.username, creds.password, creds.token) == ("me", "pw", None)
-    assert "pw" not in repr(creds)
 
 
 def test_reading_the_kubeconfig_again_writes_no_new_files(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ credentials come from :mod:`modelloop_operator.kubeconfig`.
 
 Proxies are honoured as kubectl does: the kubeconfig's ``proxy-url`` first, else
 ``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` covers the server, decided once.
+:func:`api_session` builds the one session both the operator's client and kopf use, so
+their requests take the same route (proxy, TLS server name, CA) to the same server.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import os
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -110,6 +111,34 @@ def no_proxy_covers(no_proxy: str, *, host: str, port: int | None) -> bool:
     return False
 
 
+def api_session(connection: Connection, *, connections: int | None = None,
+                authorize: bool = False) -> aiohttp.ClientSession:
+    """A session to ``connection``'s API server: its CA and client certificate, its
+    proxy (:func:`proxy_for`) and its ``tls-server-name``, for every request made
+    through it. ``authorize``: each request also gets the connection's current
+    Authorization header (kopf's session, whose requests we do not make ourselves)."""
+    base = connection.server.rstrip("/")
+    connector = aiohttp.TCPConnector(
+        limit=connections or DEFAULT_CONNECTIONS,
+        ssl=ssl_context(connection) if base.startswith("https") else False)
+    server_name = connection.tls_server_name
+    authorization = connection.authorization
+
+    async def route(request: aiohttp.ClientRequest,
+                    send: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+        if server_name:
+            request.server_hostname = server_name
+        if authorize and "Authorization" not in request.headers:
+            header = await authorization.header()
+            if header:
+                request.headers["Authorization"] = header
+        return await send(request)
+
+    return aiohttp.ClientSession(connector=connector, trust_env=False,
+                                 proxy=proxy_for(base, configured=connection.proxy_url),
+                                 read_bufsize=READ_BUFFER_BYTES, middlewares=(route,))
+
+
 class ApiTransport:
     """Requests to one API server with one connection pool."""
 
@@ -118,14 +147,7 @@ class ApiTransport:
         self._authorization = connection.authorization
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._base = connection.server.rstrip("/")
-        self._proxy = proxy_for(self._base, configured=connection.proxy_url)
-        self._server_hostname = connection.tls_server_name
-        is_https = self._base.startswith("https")
-        connector = aiohttp.TCPConnector(
-            limit=connections or DEFAULT_CONNECTIONS,
-            ssl=ssl_context(connection) if is_https else False)
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
-                                              read_bufsize=READ_BUFFER_BYTES)
+        self._session = api_session(connection, connections=connections)
 
     async def close(self) -> None:
         """Release the connection pool."""
@@ -141,9 +163,6 @@ class ApiTransport:
         rotated token file, a plugin's revoked token) and the request is sent once more.
         ``limit`` replaces the transport's request timeout for this request."""
         url = self._base + path + (f"?{urlencode(query)}" if query else "")
-        extra: dict[str, Any] = {}
-        if self._server_hostname:
-            extra["server_hostname"] = self._server_hostname
         for attempt in (1, 2):
             all_headers = dict(headers or {})
             # Asked every time: a token file is re-read, a plugin's token renewed.
@@ -151,8 +170,8 @@ class ApiTransport:
             if authorization:
                 all_headers["Authorization"] = authorization
             response = await self._session.request(
-                method, url, headers=all_headers, data=body, proxy=self._proxy,
-                timeout=self._timeout if limit is None else limit, **extra)
+                method, url, headers=all_headers, data=body,
+                timeout=self._timeout if limit is None else limit)
             if response.status != 401 or attempt == 2 or not authorization:
                 return response
             response.release()

@@ -25,14 +25,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import aiohttp
 import kopf
 
 from .builders.labels import MODEL_DEPLOYMENT, OPTIMIZATION_JOB, TRAINING_JOB
 from .config import OperatorConfig
 from .errors import ForbiddenError, InvalidSpecError, KubeError, WaitingError
 from .kopf_settings import apply_kopf_settings
-from .kube import KubeClient, Resource, load_credentials
+from .kube import KubeClient, Resource, shared_session
 from .metrics import OperatorMetrics
 from .reconcilers.gangjob import is_terminal_phase
 from .reconcilers.modeldeployment import (
@@ -271,19 +270,11 @@ with 429)."""
 
 
 async def kopf_session(*, connections: int) -> kopf.AiohttpSession:
-    """kopf's connection to the API server, with the credentials our own client uses
-    (kopf's built-in logins need the sync ``kubernetes`` or ``pykube`` libraries, which
-    we do not carry) and at most ``connections`` connections."""
-    creds = await load_credentials()
-    info = kopf.ConnectionInfo(
-        server=creds.server, ca_path=creds.ca_path, insecure=creds.insecure,
-        scheme=creds.scheme, token=creds.token, certificate_path=creds.certificate_path,
-        private_key_path=creds.private_key_path, username=creds.username,
-        password=creds.password)
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections, ssl=info.as_ssl_context()),
-        headers=info.as_http_headers(), trust_env=False)
-    return kopf.AiohttpSession(server=creds.server, aiohttp_session=session)
+    """kopf's connection to the API server, built as our own client's
+    (:func:`~modelloop_operator.kube.shared_session`; kopf's built-in logins need the
+    sync ``kubernetes`` or ``pykube`` libraries), with at most ``connections``."""
+    server, session = await shared_session(connections=connections)
+    return kopf.AiohttpSession(server=server, aiohttp_session=session)
 
 
 def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:

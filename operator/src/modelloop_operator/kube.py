@@ -31,10 +31,10 @@ from typing import Any, Final, Literal
 
 import aiohttp
 
-from .apitransport import ApiTransport
+from .apitransport import ApiTransport, api_session
 from .applycheck import already_applied
 from .errors import ConflictError, ForbiddenError, KubeError, NotFoundError, UnprocessableError
-from .kubeconfig import BasicAuth, Connection, load_connection
+from .kubeconfig import Connection, load_connection
 
 logger = logging.getLogger(__name__)
 
@@ -242,41 +242,13 @@ async def load_configuration() -> Connection:
     return await asyncio.to_thread(load_connection)
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """How to reach and authenticate to the API server, for kopf's own connection (its
-    login handler), so kopf and this module always use the same cluster and identity."""
-
-    server: str
-    ca_path: str | None
-    insecure: bool
-    scheme: str | None
-    token: str | None
-    certificate_path: str | None
-    private_key_path: str | None
-    username: str | None = None
-    password: str | None = None
-
-    def __repr__(self) -> str:
-        return f"Credentials(server={self.server!r}, <secrets hidden>)"
-
-
-async def load_credentials() -> Credentials:
-    """The credentials :func:`load_configuration` finds, unpacked: certificates stay in
-    files; a token is what the token file or exec plugin gives right now."""
+async def shared_session(*, connections: int) -> tuple[str, aiohttp.ClientSession]:
+    """The API server's URL and a session to it built as :class:`KubeClient`'s (same
+    credentials, CA, proxy, TLS server name), each request authorized, for kopf's own
+    connection: its watches and ours must take the same route to the same server."""
     connection = await load_configuration()
-    auth = connection.authorization
-    username = password = scheme = token = None
-    if isinstance(auth, BasicAuth):
-        username, password = auth.username, auth.password
-    else:
-        header = await auth.header()
-        if header:
-            scheme, token = header.split(" ", 1)
-    return Credentials(
-        server=connection.server, ca_path=connection.ca_file, insecure=connection.insecure,
-        scheme=scheme, token=token, certificate_path=connection.client_certificate_file,
-        private_key_path=connection.client_key_file, username=username, password=password)
+    return connection.server, api_session(connection, connections=connections,
+                                          authorize=True)
 
 
 class KubeClient:
