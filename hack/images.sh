@@ -106,18 +106,24 @@ fi
 ca=/etc/ssl/certs/ca-certificates.crt
 mounts=()
 [ -f "$ca" ] && mounts=(--volume "$ca:$ca:ro")
-# What an image is built from: its Dockerfile, the build context (the .dockerignore's
-# packages, without caches), the base image's ID and the build arguments. podman's own layer
-# cache still hashes every COPY source (a minute for the torch images' 5 GB), so an image
-# whose label already carries this digest is not handed to podman at all.
+# What an image is built from: its Dockerfile, the context directories its COPY lines read
+# (without caches), the base image's ID and the build arguments. podman's own layer cache
+# still hashes every COPY source (a minute for the torch images' 5 GB), so an image whose
+# label already carries this digest is not handed to podman at all; an operator change
+# leaves the torch images alone.
+sources_of() {
+  awk '/^COPY / && !/--from=/ { for (i = 2; i < NF; i++) { split($i, p, "/"); print p[1] } }' \
+    "$(dockerfile_of "$1")" | sort -u
+}
 inputs_of() {
-  local name="$1" base_id
+  local name="$1" base_id sources
   base_id="$(podman image inspect --format '{{.Id}}' "$base")"
+  mapfile -t sources < <(sources_of "$name")
   { cat "$(dockerfile_of "$name")" "$root/.dockerignore"
     printf '%s %s %s\n' "$base_id" "$variant" "$name"
     tar -C "$root" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
       --exclude=__pycache__ --exclude='*.egg-info' --exclude=.mypy_cache \
-      -cf - operator trainer-image server-image
+      -cf - "${sources[@]}"
   } | sha256sum | cut -c1-16
 }
 label=dev.modelloop.inputs
