@@ -147,6 +147,18 @@ def run_cli(
     )
 
 
+def run_ddp(*flags: str, processes: int = 2) -> subprocess.CompletedProcess[str]:
+    """The trainer under torchrun with `processes` ranks on this machine, as a pod runs it."""
+    return run_cli(
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "modelloop_trainer.train",
+        *flags,
+    )
+
+
 def kill_at_checkpoint(flags: list[str], *, at_step: int = 0) -> int:
     """Start `modelloop-train` with `flags`, SIGKILL it once it reports a checkpoint at
     `at_step` or later (as a preempted node would) and return that step; fails if the run

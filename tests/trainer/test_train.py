@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import torch
 from modelloop_trainer.artifact import load_artifact, sha256_file
 from safetensors.torch import load_file
 
-from .conftest import kill_at_checkpoint, run_cli, train_flags
+from .conftest import kill_at_checkpoint, run_cli, run_ddp, train_flags
 
 
 def test_training_writes_a_loadable_artifact_and_a_summary(trained_artifact: Path) -> None:
@@ -96,27 +93,12 @@ def test_two_process_ddp_trains_the_same_kind_of_model(
     tiny_model_dir: Path, dataset_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "ddp"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "modelloop_trainer.train",
-            *train_flags(tiny_model_dir, dataset_file, out),
-            "--batch-size",
-            "4",
-            "--termination-log",
-            str(tmp_path / "term.json"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
+    result = run_ddp(
+        *train_flags(tiny_model_dir, dataset_file, out),
+        "--batch-size",
+        "4",
+        "--termination-log",
+        str(tmp_path / "term.json"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -47,6 +47,8 @@ METRICS_FILE = "metrics.json"
 PROFILE_FILE = "reference_profile.json"
 
 ENCODING_FLOAT = "float"
+TASK_TEXT = "text-classification"
+TASK_IMAGE = "image-classification"
 ENCODING_DYNAMIC_INT8 = "dynamic-int8"
 
 
@@ -91,7 +93,7 @@ class ArtifactContents:
     """What `save_artifact` writes, apart from the model and tokenizer themselves."""
 
     labels: Sequence[str]
-    max_length: int
+    max_length: int  # text models only (image models record their image size instead)
     reference_profile: ReferenceProfile
     metrics: Mapping[str, Any] | None = None
     techniques: Sequence[Mapping[str, Any]] = ()
@@ -133,33 +135,22 @@ def save_artifact(
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata=metadata)
     config.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
-    _write_json(directory / LABELS_FILE, labels)
-    contents.reference_profile.save(directory / PROFILE_FILE)
-    if contents.metrics is not None:
-        _write_json(directory / METRICS_FILE, dict(contents.metrics))
+    write_sidecars(directory, labels, contents)
 
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        "task": "text-classification",
+        "task": TASK_TEXT,
         "architecture": type(model).__name__,
         "labels": labels,
         "maxLength": contents.max_length,
-        "weights": {
-            "file": WEIGHTS_FILE,
-            "encoding": encoding,
-            "sha256": sha256_file(directory / WEIGHTS_FILE),
-            "sizeBytes": (directory / WEIGHTS_FILE).stat().st_size,
-        },
+        "weights": weights_entry(directory, encoding),
         "quantization": (
             {"scheme": ENCODING_DYNAMIC_INT8, "backend": "torch.ao.quantization", "modules": kinds}
             if kinds
             else None
         ),
-        "parameters": sum(int(v.numel()) for v in tensors.values()),
-        "techniques": [dict(t) for t in contents.techniques],
-        "lineage": dict(contents.lineage),
-        **({"dataset": dict(contents.dataset)} if contents.dataset is not None else {}),
+        **record_fields(contents, tensors),
         "createdBy": {
             "modelloop-trainer": __version__,
             "torch": torch.__version__,
@@ -168,6 +159,37 @@ def save_artifact(
     }
     _write_json(directory / MANIFEST_FILE, manifest)
     return manifest
+
+
+def write_sidecars(directory: Path, labels: Sequence[str], contents: ArtifactContents) -> None:
+    """The files every task's artifact carries beside its weights: labels, profile, metrics."""
+    _write_json(directory / LABELS_FILE, list(labels))
+    contents.reference_profile.save(directory / PROFILE_FILE)
+    if contents.metrics is not None:
+        _write_json(directory / METRICS_FILE, dict(contents.metrics))
+
+
+def weights_entry(directory: Path, encoding: str) -> dict[str, Any]:
+    """The manifest's `weights` section for the weights file just written into `directory`."""
+    path = directory / WEIGHTS_FILE
+    return {
+        "file": WEIGHTS_FILE,
+        "encoding": encoding,
+        "sha256": sha256_file(path),
+        "sizeBytes": path.stat().st_size,
+    }
+
+
+def record_fields(
+    contents: ArtifactContents, tensors: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
+    """The manifest's record of how the model was made, the same for every task."""
+    return {
+        "parameters": sum(int(v.numel()) for v in tensors.values()),
+        "techniques": [dict(t) for t in contents.techniques],
+        "lineage": dict(contents.lineage),
+        **({"dataset": dict(contents.dataset)} if contents.dataset is not None else {}),
+    }
 
 
 def load_artifact(
@@ -180,6 +202,11 @@ def load_artifact(
     """
     directory = Path(path)
     manifest = read_manifest(directory)
+    if manifest.get("task", TASK_TEXT) != TASK_TEXT:
+        raise ArtifactError(
+            f"artifact {directory}: is a {manifest['task']} model; load_artifact reads text "
+            "classifiers (image models: modelloop_trainer.image_artifact.load_image_artifact)"
+        )
     weights = manifest["weights"]
     weights_path = directory / weights["file"]
     if not weights_path.is_file():
@@ -269,7 +296,9 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             f"artifact {directory}: format version {manifest.get('version')!r}, this reader "
             f"understands {FORMAT_VERSION}"
         )
-    for key in ("labels", "maxLength", "weights"):
+    # maxLength belongs to text models; an image model has its "image" settings instead.
+    task_key = "image" if manifest.get("task") == TASK_IMAGE else "maxLength"
+    for key in ("labels", task_key, "weights"):
         if key not in manifest:
             raise ArtifactError(f"artifact {directory}: {MANIFEST_FILE} lacks {key!r}")
     return manifest

@@ -21,9 +21,10 @@ import importlib.util
 import io
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from modelloop_trainer.errors import InputError
 from modelloop_trainer.storage import fetch, parse_uri
@@ -71,24 +72,28 @@ class Splits:
         return encode_labels(self.validation.labels, self.label_names, "validation data")
 
 
-def load_splits(spec: DatasetSpec) -> Splits:
+def load_splits(spec: DatasetSpec, load: Callable[[str], Examples] | None = None) -> Splits:
     """Train and validation examples with their label names, validated.
 
     With a separate validation URI, all of the first URI trains; otherwise a seeded shuffle
     holds out `validation_split` of it. `max_samples` caps the training examples only.
+    `load` reads one URI's examples (default: text files with the spec's fields; the image
+    task passes its own reader, tasks.py).
     """
+    if load is None:
+        load = lambda uri: load_examples(uri, spec.text_field, spec.label_field)  # noqa: E731
     if not 0.0 < spec.validation_split < 1.0:
         raise InputError(f"--validation-split must be between 0 and 1, got {spec.validation_split}")
     if spec.max_samples is not None and spec.max_samples < 1:
         raise InputError(f"--max-samples must be >= 1, got {spec.max_samples}")
-    everything = load_examples(spec.uri, spec.text_field, spec.label_field)
+    everything = load(spec.uri)
     # Shuffled once with the seed: files are often sorted by class (BBC News is), and both
     # the validation hold-out and the --max-samples cap must see every class.
     order = list(range(len(everything)))
     random.Random(spec.seed).shuffle(order)
     if spec.validation_uri:
         train = everything.take(order)
-        validation = load_examples(spec.validation_uri, spec.text_field, spec.label_field)
+        validation = load(spec.validation_uri)
     else:
         n_val = max(1, round(len(order) * spec.validation_split))
         if len(order) - n_val < 1:
@@ -163,10 +168,9 @@ def _read_text(path: Path) -> str:
         raise InputError(f"dataset {path}: not UTF-8 text ({exc})") from exc
 
 
-def _read_jsonl(uri: str, path: Path, text_field: str, label_field: str) -> Examples:
-    texts: list[str] = []
-    labels: list[str] = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+def jsonl_records(uri: str, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON-lines dataset."""
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -175,6 +179,13 @@ def _read_jsonl(uri: str, path: Path, text_field: str, label_field: str) -> Exam
             raise InputError(f"dataset {uri}: line {number} is not valid JSON ({exc.msg})") from exc
         if not isinstance(record, dict):
             raise InputError(f"dataset {uri}: line {number} is not a JSON object")
+        yield number, record
+
+
+def _read_jsonl(uri: str, path: Path, text_field: str, label_field: str) -> Examples:
+    texts: list[str] = []
+    labels: list[str] = []
+    for number, record in jsonl_records(uri, _read_text(path)):
         texts.append(_field(record, text_field, uri, number, "--text-field"))
         labels.append(_field(record, label_field, uri, number, "--label-field"))
     return Examples(texts, labels)

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -38,6 +38,9 @@ class LoopSettings:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     max_grad_norm: float = 1.0
     log_every: int = 10
+    # A smaller last micro-batch of an epoch joins the one before it: BatchNorm cannot train
+    # on one example (the image task sets 2; text keeps every batch as it is).
+    min_batch_size: int = 1
 
 
 @dataclass
@@ -52,6 +55,14 @@ class LoopResult:
     @property
     def samples_per_second(self) -> float:
         return self.train_samples / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+class LoopData(Protocol):
+    """The training examples as the loop sees them: a length and batches of model inputs."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,7 @@ class TokenizedExamples:
 class Plan:
     """How many steps there are and which micro-batches make up each of them."""
 
-    def __init__(self, data: TokenizedExamples, world: World, settings: LoopSettings) -> None:
+    def __init__(self, data: LoopData, world: World, settings: LoopSettings) -> None:
         self.sampler: DistributedSampler[int] = DistributedSampler(
             range(len(data)),  # type: ignore[arg-type]  # any sized sequence works
             num_replicas=world.world_size,
@@ -94,8 +105,12 @@ class Plan:
             drop_last=False,
         )
         self.batch_size = settings.batch_size
+        self.min_batch_size = settings.min_batch_size
         self.accumulation = settings.gradient_accumulation_steps
-        self.batches_per_epoch = math.ceil(len(self.sampler) / self.batch_size)
+        per_rank = len(self.sampler)
+        self.batches_per_epoch = math.ceil(per_rank / self.batch_size)
+        if self.batches_per_epoch > 1 and 0 < per_rank % self.batch_size < self.min_batch_size:
+            self.batches_per_epoch -= 1
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / self.accumulation)
         self.total_steps = self.steps_per_epoch * settings.epochs
 
@@ -109,6 +124,9 @@ class Plan:
             batches = [
                 order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)
             ]
+            if len(batches) > 1 and len(batches[-1]) < self.min_batch_size:
+                last = batches.pop()
+                batches[-1] = batches[-1] + last
             for s in range(step_in_epoch, self.steps_per_epoch):
                 group = batches[s * self.accumulation : (s + 1) * self.accumulation]
                 yield step, epoch, group
@@ -161,7 +179,7 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
 def run_loop(
     *,
     model: nn.Module,
-    data: TokenizedExamples,
+    data: LoopData,
     world: World,
     settings: LoopSettings,
     plan: Plan,

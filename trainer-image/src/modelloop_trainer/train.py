@@ -1,7 +1,9 @@
-"""`modelloop-train`: fine-tune a transformers encoder for text classification.
+"""`modelloop-train`: fine-tune a classifier, for text (a transformers encoder) or images
+(EfficientNet-Lite0), chosen by `--task`.
 
-The recipe: load data (the base dataset, plus labelled production traffic with
-`--captured-uri`, captured.py) and base model, tokenize once, resume from the newest
+The recipe, the same for every task (tasks.py holds what differs): load data (the base
+dataset, plus labelled production traffic with `--captured-uri`, captured.py) and base
+model, encode the examples once, resume from the newest
 checkpoint if there is one, snapshot the data used (`<output>/dataset/`), run the loop
 (loop.py), evaluate on the validation split, write the artifact (artifact.py) with metrics
 and reference profile, apply the evaluation gate. Flags and exit codes are specified in
@@ -27,9 +29,10 @@ import torch
 from modelloop_trainer.artifact import (
     LABELS_FILE,
     MANIFEST_FILE,
+    TASK_IMAGE,
+    TASK_TEXT,
     ArtifactContents,
     read_labels,
-    save_artifact,
 )
 from modelloop_trainer.captured import load_captured, parse_time
 from modelloop_trainer.checkpoint import (
@@ -43,29 +46,23 @@ from modelloop_trainer.cli import ArgumentParser, add_termination_flag, run_comm
 from modelloop_trainer.datasets import DatasetSpec, Examples, Splits, load_splits
 from modelloop_trainer.distributed import World, init_world, shutdown_world
 from modelloop_trainer.errors import GateMissedError, InputError
-from modelloop_trainer.evaluate import (
-    METRICS,
-    evaluate_probabilities,
-    predict_proba,
-)
+from modelloop_trainer.evaluate import METRICS, evaluate_probabilities
+from modelloop_trainer.image_data import DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE
 from modelloop_trainer.loop import (
     LoopResult,
     LoopSettings,
     Plan,
-    TokenizedExamples,
     build_optimizer,
     grad_scaler,
     run_loop,
 )
-from modelloop_trainer.models import (
-    DEFAULT_MODEL_URI,
-    load_classifier,
-    load_tokenizer,
-    resolve_model_dir,
-)
+from modelloop_trainer.models import DEFAULT_MODEL_URI
 from modelloop_trainer.progress import Progress
-from modelloop_trainer.reference import model_reference_profile, trained_for
+from modelloop_trainer.reference import trained_for
 from modelloop_trainer.storage import Location, check_writable, fetch, parse_uri, publish
+from modelloop_trainer.tasks import TASKS, ProfileInputs, Task, TaskModel, task_for
+from modelloop_trainer.tasks import tokenize as tokenize  # the benchmarks' import path
+from modelloop_trainer.vision import DEFAULT_IMAGE_MODEL_URI
 
 SNAPSHOT_DIR = "dataset"
 SNAPSHOT_TRAIN = "train.jsonl"
@@ -73,21 +70,39 @@ SNAPSHOT_VALIDATION = "validation.jsonl"
 SNAPSHOT_FILE = "snapshot.json"
 SOURCE_BASE = "base"
 SOURCE_CAPTURED = "captured"
+TEXT_LEARNING_RATE = 5e-5
+IMAGE_LEARNING_RATE = 2e-3
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="modelloop-train", description=__doc__)
-    p.add_argument("--model-uri", default=DEFAULT_MODEL_URI)
+    p.add_argument("--task", choices=TASKS, default=TASK_TEXT)
+    p.add_argument(
+        "--model-uri",
+        default=None,
+        help=f"default {DEFAULT_MODEL_URI} (text), {DEFAULT_IMAGE_MODEL_URI} (images)",
+    )
     add_dataset_flags(p)
     add_captured_flags(p)
     p.add_argument("--output-uri", required=True)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16, help="per process (per rank)")
-    p.add_argument("--learning-rate", type=float, default=5e-5)
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"default {TEXT_LEARNING_RATE} (text), {IMAGE_LEARNING_RATE} (images)",
+    )
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=128, help="text: tokens per example")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULT_IMAGE_SIZE,
+        help="images: every image is resized to this many pixels square",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
         "--precision",
@@ -158,6 +173,12 @@ def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
 
 
 def validate(args: argparse.Namespace) -> None:
+    # Per-task defaults: a fine-tuned transformer and a convolutional net want different rates.
+    image = args.task == TASK_IMAGE
+    if args.model_uri is None:
+        args.model_uri = DEFAULT_IMAGE_MODEL_URI if image else DEFAULT_MODEL_URI
+    if args.learning_rate is None:
+        args.learning_rate = IMAGE_LEARNING_RATE if image else TEXT_LEARNING_RATE
     positive = ("epochs", "batch_size", "gradient_accumulation_steps", "max_length", "log_every")
     for name in positive:
         if getattr(args, name) < 1:
@@ -176,21 +197,17 @@ def validate(args: argparse.Namespace) -> None:
         raise InputError(f"--captured-min-rows must be >= 0, got {args.captured_min_rows}")
     if not 0 <= args.holdout_fraction < 1:
         raise InputError(f"--holdout-fraction must be in [0, 1), got {args.holdout_fraction}")
+    if not 16 <= args.image_size <= MAX_IMAGE_SIZE:
+        raise InputError(f"--image-size must be in [16, {MAX_IMAGE_SIZE}], got {args.image_size}")
+    if args.task == TASK_IMAGE and args.captured_uri:
+        raise InputError(
+            "--captured-uri is for text classification only: labelled traffic records hold "
+            "texts; image capture is not supported yet"
+        )
     if args.captured_since is not None:
         if not args.captured_uri:
             raise InputError("--captured-since needs --captured-uri")
         parse_time(args.captured_since, "--captured-since", needs_zone=True)
-
-
-def tokenize(
-    tokenizer: Any, texts: Sequence[str], labels: list[int], max_length: int
-) -> TokenizedExamples:
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    return TokenizedExamples(
-        input_ids=[list(ids) for ids in encoded["input_ids"]],
-        labels=labels,
-        pad_token_id=int(tokenizer.pad_token_id or 0),
-    )
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -214,7 +231,8 @@ def _train(args: argparse.Namespace, world: World) -> dict[str, Any]:
     random.seed(args.seed)
     torch.manual_seed(args.seed)
 
-    splits, snapshot, from_snapshot = load_training_data(args, output)
+    task = task_for(args)
+    splits, snapshot, from_snapshot = load_training_data(args, output, task)
     rows = snapshot.rows
     progress.event(
         "data",
@@ -227,8 +245,8 @@ def _train(args: argparse.Namespace, world: World) -> dict[str, Any]:
         labels=splits.label_names,
         dataset={"digest": snapshot.digest, "rows": rows},
     )
-    model_dir = resolve_model_dir(args.model_uri)
-    warm_start = check_warm_start(model_dir, args.model_uri, splits.label_names)
+    model_dir = task.resolve_model(args.model_uri)
+    warm_start = check_warm_start(model_dir, args.model_uri, splits.label_names, task.base_model)
     if warm_start:
         progress.event(
             "model",
@@ -236,9 +254,9 @@ def _train(args: argparse.Namespace, world: World) -> dict[str, Any]:
             "classification head is kept)",
             warm_start=True,
         )
-    tokenizer = load_tokenizer(model_dir, args.model_uri)
-    model = load_classifier(model_dir, args.model_uri, splits.label_names).to(world.device)
-    data = tokenize(tokenizer, splits.train.texts, splits.train_ids(), args.max_length)
+    task_model = task.load_model(model_dir, args.model_uri, splits.label_names)
+    model = task_model.model.to(world.device)
+    data = task_model.encode(splits.train, splits.train_ids())
 
     settings = LoopSettings(
         epochs=args.epochs,
@@ -250,8 +268,15 @@ def _train(args: argparse.Namespace, world: World) -> dict[str, Any]:
         seed=args.seed,
         precision=args.precision,
         log_every=args.log_every,
+        min_batch_size=task.min_batch_size,
     )
     plan = Plan(data, world, settings)
+    if len(plan.sampler) < task.min_batch_size:
+        raise InputError(
+            f"dataset {args.dataset_uri}: {len(splits.train)} training examples for "
+            f"{world.world_size} process(es); {args.task} needs at least "
+            f"{task.min_batch_size} per process"
+        )
     optimizer, scheduler = build_optimizer(model, settings, plan.total_steps)
     scaler = grad_scaler(args.precision, world.device)
     fingerprint = run_fingerprint(args, splits, world, snapshot.digest)
@@ -304,7 +329,7 @@ def _train(args: argparse.Namespace, world: World) -> dict[str, Any]:
     )
     summary: dict[str, Any] = {}
     if world.is_main:
-        summary = _finish(args, world, model, tokenizer, splits, snapshot, result, output, progress)
+        summary = _finish(args, world, task_model, splits, snapshot, result, output, progress)
     world.barrier()
     score = summary.get("metrics", {}).get(args.metric)
     if args.min_score is not None and score is not None and score < args.min_score:
@@ -319,8 +344,7 @@ def _train(args: argparse.Namespace, world: World) -> dict[str, Any]:
 def _finish(
     args: argparse.Namespace,
     world: World,
-    model: torch.nn.Module,
-    tokenizer: Any,
+    task_model: TaskModel,
     splits: Splits,
     snapshot: Snapshot,
     result: LoopResult,
@@ -330,13 +354,8 @@ def _finish(
     """Rank 0: evaluate, write the artifact, apply the gate; returns the summary."""
     progress.event("evaluate", f"evaluating on {len(splits.validation)} validation examples")
     batch_size = max(32, args.batch_size)
-    probabilities = predict_proba(
-        model,
-        tokenizer,
-        splits.validation.texts,
-        max_length=args.max_length,
-        batch_size=batch_size,
-        device=world.device,
+    probabilities = task_model.predict_proba(
+        splits.validation.texts, batch_size=batch_size, device=world.device
     )
     targets = splits.validation_ids()
     metrics = evaluate_probabilities(probabilities, targets, splits.label_names)
@@ -349,17 +368,16 @@ def _finish(
         "finalLoss": result.final_loss,
         "worldSize": world.world_size,
     }
-    profile = model_reference_profile(
-        model,
-        tokenizer,
-        probabilities,
-        targets,
-        trained_for(splits.train, splits.validation),
-        splits.label_names,
-        max_length=args.max_length,
-        batch_size=batch_size,
-        device=world.device,
-        seed=args.seed,
+    profile = task_model.reference_profile(
+        ProfileInputs(
+            probabilities=probabilities,
+            targets=targets,
+            data=trained_for(splits.train, splits.validation),
+            label_names=splits.label_names,
+            batch_size=batch_size,
+            device=world.device,
+            seed=args.seed,
+        )
     )
     lineage: dict[str, Any] = {
         "baseModel": args.model_uri,
@@ -372,12 +390,10 @@ def _finish(
     staging = (
         output.local_path if output.is_local else Path(tempfile.mkdtemp(prefix="modelloop-out-"))
     )
-    model.to("cpu")
-    manifest = save_artifact(
+    task_model.model.to("cpu")
+    manifest = task_model.save(
         staging,
-        model=model,
-        tokenizer=tokenizer,
-        contents=ArtifactContents(
+        ArtifactContents(
             labels=splits.label_names,
             max_length=args.max_length,
             reference_profile=profile,
@@ -434,6 +450,10 @@ def run_fingerprint(
         "seed",
     )
     fingerprint = {k: getattr(args, k) for k in keys}
+    if args.task != TASK_TEXT:
+        # Only for other tasks: text checkpoints of earlier trainers stay resumable.
+        fingerprint["task"] = args.task
+        fingerprint["image_size"] = args.image_size
     fingerprint["labels"] = splits.label_names
     fingerprint["train_examples"] = len(splits.train)
     fingerprint["world_size"] = world.world_size
@@ -463,7 +483,9 @@ class Snapshot:
         return {"digest": self.digest, "rows": self.rows}
 
 
-def load_training_data(args: argparse.Namespace, output: Location) -> tuple[Splits, Snapshot, bool]:
+def load_training_data(
+    args: argparse.Namespace, output: Location, task: Task
+) -> tuple[Splits, Snapshot, bool]:
     """The run's train/validation splits, their snapshot, and whether it was read back.
 
     A run that will resume (a complete checkpoint under the output) trains on the snapshot
@@ -473,9 +495,9 @@ def load_training_data(args: argparse.Namespace, output: Location) -> tuple[Spli
     """
     snapshot_file = output.child(SNAPSHOT_DIR).child(SNAPSHOT_FILE)
     if complete_steps(output.child(CHECKPOINTS_DIR)) and snapshot_file.exists():
-        splits, snapshot = read_snapshot(output)
+        splits, snapshot = read_snapshot(output, task.input_field)
         return splits, snapshot, True
-    base = load_splits(dataset_spec(args))
+    base = load_splits(dataset_spec(args), task.load_examples)
     if not args.captured_uri:
         snapshot = build_snapshot(
             args,
@@ -485,6 +507,7 @@ def load_training_data(args: argparse.Namespace, output: Location) -> tuple[Spli
             Examples([], []),
             holdout=0,
             skipped=0,
+            input_field=task.input_field,
         )
         return base, snapshot, False
     captured = load_captured(
@@ -524,6 +547,7 @@ def load_training_data(args: argparse.Namespace, output: Location) -> tuple[Spli
         captured.validation,
         holdout=len(captured.holdout),
         skipped=captured.skipped,
+        input_field=task.input_field,
     )
     return splits, snapshot, False
 
@@ -537,10 +561,17 @@ def build_snapshot(
     *,
     holdout: int,
     skipped: int,
+    input_field: str = "text",
 ) -> Snapshot:
-    """The snapshot of the data used: base rows first, then captured, in load order."""
-    train = _jsonl(base_train, SOURCE_BASE) + _jsonl(captured_train, SOURCE_CAPTURED)
-    validation = _jsonl(base_validation, SOURCE_BASE) + _jsonl(captured_validation, SOURCE_CAPTURED)
+    """The snapshot of the data used: base rows first, then captured, in load order.
+
+    `input_field` names each row's input: "text", or "image" (a base64 PNG) for images.
+    """
+    f = input_field
+    train = _jsonl(base_train, SOURCE_BASE, f) + _jsonl(captured_train, SOURCE_CAPTURED, f)
+    validation = _jsonl(base_validation, SOURCE_BASE, f) + _jsonl(
+        captured_validation, SOURCE_CAPTURED, f
+    )
     meta: dict[str, Any] = {
         "digest": snapshot_digest(train, validation),
         "rows": {
@@ -612,7 +643,7 @@ def _snapshot_unchanged(target: Location, files: Sequence[tuple[str, bytes]]) ->
         return fetch(meta_file, Path(tmp)).read_bytes() == files[-1][1]
 
 
-def read_snapshot(output: Location) -> tuple[Splits, Snapshot]:
+def read_snapshot(output: Location, input_field: str = "text") -> tuple[Splits, Snapshot]:
     """The splits and snapshot a previous attempt of this run wrote, checked against its digest."""
     target = output.child(SNAPSHOT_DIR)
     with tempfile.TemporaryDirectory(prefix="modelloop-snapshot-") as tmp:
@@ -629,8 +660,8 @@ def read_snapshot(output: Location) -> tuple[Splits, Snapshot]:
             "partially copied); use a new --output-uri or delete its checkpoints/"
         )
     snapshot = Snapshot(train_jsonl=train, validation_jsonl=validation, meta=meta)
-    train_examples, train_sources = _from_jsonl(train, target.uri)
-    validation_examples, _ = _from_jsonl(validation, target.uri)
+    train_examples, train_sources = _from_jsonl(train, target.uri, input_field)
+    validation_examples, _ = _from_jsonl(validation, target.uri, input_field)
     label_names = sorted(
         {
             label
@@ -641,7 +672,9 @@ def read_snapshot(output: Location) -> tuple[Splits, Snapshot]:
     return Splits(train_examples, validation_examples, label_names), snapshot
 
 
-def check_warm_start(model_dir: Path, uri: str, label_names: Sequence[str]) -> bool:
+def check_warm_start(
+    model_dir: Path, uri: str, label_names: Sequence[str], base_model: str = DEFAULT_MODEL_URI
+) -> bool:
     """Whether `model_dir` is a modelloop model to fine-tune as it is (a warm start).
 
     A modelloop artifact keeps its classification head only for the very same labels in
@@ -659,7 +692,7 @@ def check_warm_start(model_dir: Path, uri: str, label_names: Sequence[str]) -> b
         raise InputError(
             f"model {uri}: a warm start needs the same labels; the model has "
             f"{model_labels[:20]}, the training data has {list(label_names)[:20]} (train from "
-            "a base model such as builtin://all-minilm-l6-v2 for a new label set)"
+            f"a base model such as {base_model} for a new label set)"
         )
     return True
 
@@ -668,14 +701,14 @@ def _concat(first: Examples, second: Examples) -> Examples:
     return Examples(first.texts + second.texts, first.labels + second.labels)
 
 
-def _jsonl(examples: Examples, source: str) -> bytes:
+def _jsonl(examples: Examples, source: str, input_field: str = "text") -> bytes:
     return "".join(
-        json.dumps({"text": text, "label": label, "source": source}, ensure_ascii=False) + "\n"
+        json.dumps({input_field: text, "label": label, "source": source}, ensure_ascii=False) + "\n"
         for text, label in zip(examples.texts, examples.labels, strict=True)
     ).encode("utf-8")
 
 
-def _from_jsonl(raw: bytes, uri: str) -> tuple[Examples, list[str]]:
+def _from_jsonl(raw: bytes, uri: str, input_field: str = "text") -> tuple[Examples, list[str]]:
     texts: list[str] = []
     labels: list[str] = []
     sources: list[str] = []
@@ -686,7 +719,7 @@ def _from_jsonl(raw: bytes, uri: str) -> tuple[Examples, list[str]]:
             continue
         try:
             row = json.loads(line.decode("utf-8"))
-            texts.append(str(row["text"]))
+            texts.append(str(row[input_field]))
             labels.append(str(row["label"]))
             sources.append(str(row["source"]))
         except (ValueError, KeyError, TypeError) as exc:
