@@ -195,3 +195,32 @@ def test_a_failed_training_job_fails_the_optimization_clearly(
     assert (failed["status"], failed["reason"]) == ("True", "SourceFailed")
     assert "TrainingJob bbc failed" in failed["message"]
     assert jobs(cluster, namespace, "bbc-int8") == []
+
+
+def test_an_image_model_is_trained_but_not_optimized(
+        cluster: ControlPlane, namespace: str, kwok_node: str,
+        operator: RunningOperator) -> None:
+    images = training_job("digits", node=kwok_node, annotations={
+        "modelloop.dev/kwok-termination-message": TRAIN_SUMMARY,
+        "modelloop.dev/kwok-delay": "0s"})
+    images["spec"].update(task="image-classification",
+                          model={"uri": "builtin://efficientnet-lite0"},
+                          dataset={"uri": "builtin://digits"},
+                          hyperparameters={"imageSize": 48})
+    apply(cluster, namespace, images)
+    apply(cluster, namespace, optimization_job("digits-int8", source="digits", node=kwok_node,
+                                               annotations={}))
+    st = wait_status(operator, cluster, namespace, "digits-int8", "UnsupportedTask",
+                     lambda s: s.get("phase") == "Failed", timeout=60)
+    failed = condition(st, "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "UnsupportedTask")
+    assert "trained an image-classification model" in failed["message"]
+    assert jobs(cluster, namespace, "digits-int8") == []
+    # The TrainingJob itself ran with the image task's flags.
+    out = cluster.kubectl("get", "jobs", "-n", namespace, "-l",
+                          "modelloop.dev/trainingjob=digits", "-o", "json").stdout
+    [job] = json.loads(out)["items"]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert {"--task=image-classification", "--image-size=48",
+            "--learning-rate=0.002"} <= set(command)
+    assert not [flag for flag in command if flag.startswith("--max-length")]

@@ -91,6 +91,7 @@ def _both(*changes: Callable[[Manifest], None]) -> Callable[[Manifest], None]:
 
 TJ = "trainingjob-bbc.yaml"
 TJ_GPU = "trainingjob-rotten-tomatoes-gpu.yaml"
+TJ_IMAGES = "trainingjob-digits.yaml"
 OJ = "optimizationjob-int8.yaml"
 OJ_URI = "optimizationjob-prune-distill.yaml"
 MDEP = "modeldeployment.yaml"
@@ -103,7 +104,22 @@ CASES: tuple[Case, ...] = (
          python="spec.resources.gpus: should be greater than or equal to 0", via="schema"),
     Case("tj-unknown-task", TJ, _set("spec.task", "image-generation"),
          server='Unsupported value: "image-generation"',
-         python="spec.task: should be 'text-classification'", via="schema"),
+         python="spec.task: should be 'text-classification' or 'image-classification'",
+         via="schema"),
+    Case("tj-image-size-for-text", TJ, _set("spec.hyperparameters.imageSize", 64),
+         server="hyperparameters.imageSize is for task image-classification only",
+         python="hyperparameters.imageSize is for task image-classification only", via="cel"),
+    Case("tj-image-model-for-text", TJ, _set("spec.model.uri", "builtin://efficientnet-lite0"),
+         server="model.uri is a builtin model of another task",
+         python="model.uri is a builtin model of another task", via="cel"),
+    Case("tj-captured-images", TJ_IMAGES,
+         _set("spec.dataset.captured", {"uri": "pvc://captures/digits/labelled"}),
+         server="dataset.captured (labelled traffic) is for task text-classification only",
+         python="dataset.captured (labelled traffic) is for task text-classification only",
+         via="cel"),
+    Case("tj-text-data-for-images", TJ_IMAGES, _set("spec.dataset.uri", "builtin://bbc-news"),
+         server="dataset.uri is a builtin dataset of another task",
+         python="dataset.uri is a builtin dataset of another task", via="cel"),
     Case("tj-missing-dataset", TJ, _delete("spec.dataset"),
          server="spec.dataset: Required value", python="spec.dataset: required", via="schema"),
     Case("tj-bad-dataset-scheme", TJ, _set("spec.dataset.uri", "http://example.com/d.csv"),
@@ -175,6 +191,12 @@ CASES: tuple[Case, ...] = (
          _set("spec.techniques", [{"type": "quantization", "embeddings": False}]),
          server="techniques is immutable", python=None, via="cel", update=True),
     # --- ModelDeployment ---
+    Case("mdep-retrain-images", MDEP,
+         _both(_set("spec.retrain.trainingJobTemplate.spec.task", "image-classification"),
+               _set("spec.retrain.trainingJobTemplate.spec.model.uri",
+                    "builtin://efficientnet-lite0")),
+         server="retraining takes task text-classification only",
+         python="retraining takes task text-classification only", via="cel"),
     Case("mdep-two-model-sources", MDEP, _set("spec.model.archiveUri", "pvc://models/m.mar"),
          server="exactly one of optimizationJobRef, trainingJobRef or archiveUri must be set",
          python="exactly one of optimizationJobRef, trainingJobRef or archiveUri", via="cel"),

@@ -74,8 +74,10 @@ def test_trainingjob_spec_defaults() -> None:
     assert spec.task is Task.TEXT_CLASSIFICATION
     assert spec.num_nodes == 1
     assert spec.hyperparameters == Hyperparameters(
-        epochs=3, batch_size=16, learning_rate=5e-5, weight_decay=0.0, warmup_ratio=0.0,
-        gradient_accumulation_steps=1, max_length=128, seed=42, checkpoint_every=500)
+        epochs=3, batch_size=16, learning_rate=None, weight_decay=0.0, warmup_ratio=0.0,
+        gradient_accumulation_steps=1, max_length=128, image_size=None, seed=42,
+        checkpoint_every=500)
+    assert spec.learning_rate == 5e-5
     assert spec.evaluation.metric is EvaluationMetric.ACCURACY
     assert spec.evaluation.min_score is None
     assert spec.resources.gpus == 0 and spec.image is None

@@ -56,6 +56,7 @@ class TestTrainerFlags:
             evaluation={"metric": "f1_macro", "minScore": 0.9},
             output={"uri": "s3://models/run"})
         assert build_trainer_flags(spec=spec) == [
+            "--task=text-classification",
             "--model-uri=builtin://all-minilm-l6-v2",
             "--dataset-uri=pvc://data/train.csv",
             "--text-field=body",
@@ -84,6 +85,27 @@ class TestTrainerFlags:
         assert not [f for f in flags if f.startswith(("--validation-uri", "--min-score",
                                                       "--max-samples"))]
         assert "--metric=accuracy" in flags
+
+    def test_an_image_task_gets_its_size_and_learning_rate_not_max_length(self) -> None:
+        spec = training_spec(task="image-classification",
+                             model={"uri": "builtin://efficientnet-lite0"},
+                             dataset={"uri": "builtin://digits"})
+        flags = build_trainer_flags(spec=spec)
+        assert flags[:3] == ["--task=image-classification",
+                             "--model-uri=builtin://efficientnet-lite0",
+                             "--dataset-uri=builtin://digits"]
+        assert "--image-size=32" in flags and "--learning-rate=0.002" in flags
+        assert not [f for f in flags if f.startswith("--max-length")]
+        sized = training_spec(task="image-classification", dataset={"uri": "file:///d/x.jsonl"},
+                              model={"uri": "pvc://models/vision/v1"},
+                              hyperparameters={"imageSize": 64, "learningRate": 1e-3})
+        assert {"--image-size=64", "--learning-rate=0.001"} <= set(
+            build_trainer_flags(spec=sized))
+
+    def test_text_keeps_its_defaults_when_the_learning_rate_is_left_out(self) -> None:
+        flags = build_trainer_flags(spec=training_spec())
+        assert {"--learning-rate=5e-05", "--max-length=128"} <= set(flags)
+        assert not [f for f in flags if f.startswith("--image-size")]
 
     def test_flags_use_the_contracts_kebab_case(self) -> None:
         for flag in build_trainer_flags(spec=training_spec()):

@@ -108,6 +108,16 @@ class TestSourceResolution:
         assert found.trained.lineage.training_job == "bbc"
         assert found.trained.lineage.base_model == "builtin://all-minilm-l6-v2"
 
+    def test_an_image_model_is_refused_naming_its_task(self) -> None:
+        images = training_job(phase="Succeeded")
+        images["spec"].update(task="image-classification",
+                              model={"uri": "builtin://efficientnet-lite0"},
+                              dataset={"uri": "builtin://digits"})
+        found = resolve_optimization_source(spec=optimization_spec(), training_job=images)
+        assert found.state is SourceState.FAILED
+        assert found.reason == SourceReason.UNSUPPORTED_TASK
+        assert "image-classification" in found.message and "TrainingJob bbc" in found.message
+
     def test_succeeded_without_a_model_uri_is_a_failed_source(self) -> None:
         found = resolve_optimization_source(
             spec=optimization_spec(), training_job=training_job(phase="Succeeded",

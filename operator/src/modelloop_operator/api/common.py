@@ -90,20 +90,23 @@ class LocalObjectReference(SpecModel):
 # --- spec pieces ------------------------------------------------------------------------
 
 class DatasetSpec(SpecModel):
-    """Labelled text data for training or evaluation.
+    """Labelled data for training or evaluation.
 
-    ``builtin://bbc-news`` (BBC News, 2,225 articles, 5 topics) and
-    ``builtin://rotten-tomatoes`` (movie-review snippets, fresh/rotten) are research
+    ``builtin://bbc-news`` (BBC News, 2,225 articles, 5 topics),
+    ``builtin://rotten-tomatoes`` (movie-review snippets, fresh/rotten) and
+    ``builtin://digits`` (scikit-learn's 1,797 8x8 digit images, 10 classes) are research
     datasets shipped in the trainer image, for demos and tests only; check their licences
-    before any other use. Other URIs point to a ``.jsonl`` or ``.csv`` file.
+    before any other use. Other URIs point to a ``.jsonl`` or ``.csv`` file, or for images
+    also to a folder of ``<label>/<image>`` files.
     """
 
     uri: SourceURI
-    """Training data: builtin://bbc-news, builtin://rotten-tomatoes, or a file.jsonl/.csv
-    under file://, pvc://<claim>/<path> or s3://."""
+    """Training data: builtin://bbc-news, builtin://rotten-tomatoes, builtin://digits, a
+    file.jsonl/.csv, or an image folder, under file://, pvc://<claim>/<path> or s3://."""
 
     text_field: Annotated[str, Field(min_length=1, max_length=128)] = "text"
-    """Column (CSV) or key (JSON lines) holding the text."""
+    """Column (CSV) or key (JSON lines) holding the text. Image JSON lines hold the key
+    "image" (base64 PNG or JPEG bytes) or "path" (relative to the file) instead."""
 
     label_field: Annotated[str, Field(min_length=1, max_length=128)] = "label"
     """Column or key holding the label."""

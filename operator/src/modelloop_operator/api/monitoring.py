@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
@@ -17,7 +17,7 @@ from .common import Duration, HttpURL, ServedModel, TriggerCheck
 from .markers import Rule, k8s
 from .optimizationjob import ComparisonReport, OptimizationJobSettings
 from .scalars import Annotations, Labels, check_pattern
-from .trainingjob import TrainingJobSpec
+from .trainingjob import Task, TrainingJobSpec
 
 PROMQL_MAX_LENGTH = 4096
 _LABELLED_NEEDS_GATE = (
@@ -177,16 +177,31 @@ class TemplateMetadata(SpecModel):
     """Extra annotations."""
 
 
+RETRAIN_TASK_MESSAGE: Final = (
+    "retraining takes task text-classification only: image-classification models are "
+    "trained by TrainingJobs but not yet optimized, served or retrained")
+
+
 class TrainingJobTemplate(SpecModel):
     """The TrainingJob an automatic retrain creates. The operator names it
-    <deployment>-rt-<hash>, appends that name to output.uri so runs never overwrite each
+    <deployment>-rt-<n>, appends that name to output.uri so runs never overwrite each
     other, and sets an ownerReference to the deployment."""
+
+    model_config = ConfigDict(json_schema_extra=k8s(Rule(
+        "!has(self.spec.task) || self.spec.task == 'text-classification'",
+        RETRAIN_TASK_MESSAGE, field_path=".spec.task")))
 
     metadata: TemplateMetadata = Field(default_factory=TemplateMetadata)
     """Labels and annotations of the created TrainingJob."""
 
     spec: TrainingJobSpec = Field(json_schema_extra=k8s(template=True))
     """Spec of the created TrainingJob."""
+
+    @model_validator(mode="after")
+    def _text_only(self) -> TrainingJobTemplate:
+        if self.spec.task != Task.TEXT_CLASSIFICATION:
+            raise ValueError(RETRAIN_TASK_MESSAGE)
+        return self
 
 
 class OptimizationJobTemplate(SpecModel):

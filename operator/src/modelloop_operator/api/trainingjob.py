@@ -1,4 +1,4 @@
-"""TrainingJob: fine-tune a pretrained model on labelled text, on one or more nodes.
+"""TrainingJob: fine-tune a pretrained model on labelled text or images, on one or more nodes.
 
 The operator runs it as an indexed batch/v1 Job (one pod per node, torchrun inside) with a
 headless Service for rendezvous, retries the whole gang up to ``runPolicy.backoffLimit``
@@ -8,8 +8,9 @@ Failed the job never runs again: change the spec by creating a new TrainingJob.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,7 +27,7 @@ from .common import (
     StorageSpec,
 )
 from .jobs import JobPhase, JobStatus
-from .markers import k8s
+from .markers import Rule, k8s
 from .meta import AGE_COLUMN, KindInfo, ObjectMeta, PrinterColumn, check_name
 from .scalars import IMAGE_MAX_LENGTH as IMAGE_MAX_LENGTH
 from .scalars import Image, Timestamp
@@ -38,6 +39,19 @@ class Task(StrEnum):
     """What the model learns to do."""
 
     TEXT_CLASSIFICATION = "text-classification"
+    IMAGE_CLASSIFICATION = "image-classification"
+
+
+#: The trainer's per-task defaults (docs/contracts.md), spelled out in the Job's flags.
+DEFAULT_LEARNING_RATE: Final = {Task.TEXT_CLASSIFICATION: 5e-5,
+                                Task.IMAGE_CLASSIFICATION: 2e-3}
+DEFAULT_IMAGE_SIZE: Final = 32
+#: builtin:// models and datasets of each task (shipped in the trainer image).
+BUILTIN_MODELS: Final = {Task.TEXT_CLASSIFICATION: ("builtin://all-minilm-l6-v2",),
+                         Task.IMAGE_CLASSIFICATION: ("builtin://efficientnet-lite0",)}
+BUILTIN_DATASETS: Final = {Task.TEXT_CLASSIFICATION: ("builtin://bbc-news",
+                                                       "builtin://rotten-tomatoes"),
+                           Task.IMAGE_CLASSIFICATION: ("builtin://digits",)}
 
 
 class EvaluationMetric(StrEnum):
@@ -51,8 +65,9 @@ class BaseModelSpec(SpecModel):
     """The pretrained model training starts from."""
 
     uri: SourceURI
-    """builtin://all-minilm-l6-v2 (shipped in the trainer image) or a model directory under
-    file://, pvc://<claim>/<path> or s3://."""
+    """builtin://all-minilm-l6-v2 (text) or builtin://efficientnet-lite0 (images), shipped
+    in the trainer image, or a model directory under file://, pvc://<claim>/<path> or
+    s3:// (a Hugging Face model, or a modelloop image artifact)."""
 
 
 class Hyperparameters(SpecModel):
@@ -64,8 +79,9 @@ class Hyperparameters(SpecModel):
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
     """Examples per step per process."""
 
-    learning_rate: Annotated[float, Field(gt=0, le=1)] = 5e-5
-    """Peak learning rate of AdamW."""
+    learning_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Peak learning rate of AdamW; when absent 5e-5 for text-classification, 2e-3 for
+    image-classification (a new head on a convolutional backbone)."""
 
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     """AdamW weight decay."""
@@ -77,7 +93,11 @@ class Hyperparameters(SpecModel):
     """Steps whose gradients are summed before an optimizer update."""
 
     max_length: Annotated[int, Field(ge=8, le=8192)] = 128
-    """Tokens per example; longer texts are truncated."""
+    """text-classification: tokens per example; longer texts are truncated."""
+
+    image_size: Annotated[int, Field(ge=16, le=512)] | None = None
+    """image-classification only: every image is resized to this many pixels square
+    (32 when absent)."""
 
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 42
     """Random seed, for reproducible runs."""
@@ -142,18 +162,57 @@ class DatasetSnapshot(StatusModel):
     skipped."""
 
 
+def _other_tasks_builtins(table: Mapping[Task, tuple[str, ...]], task: Task) -> list[str]:
+    return [uri for other, uris in table.items() if other != task for uri in uris]
+
+
+def _cel_list(items: list[str]) -> str:
+    return "[" + ", ".join(f"'{item}'" for item in items) + "]"
+
+
+IMAGE_SIZE_MESSAGE: Final = "hyperparameters.imageSize is for task image-classification only"
+CAPTURED_IMAGES_MESSAGE: Final = (
+    "dataset.captured (labelled traffic) is for task text-classification only: image "
+    "models are not served yet, so there is no captured traffic to train on")
+BUILTIN_MODEL_MESSAGE: Final = (
+    "model.uri is a builtin model of another task: builtin://all-minilm-l6-v2 is for "
+    "text-classification, builtin://efficientnet-lite0 for image-classification")
+BUILTIN_DATASET_MESSAGE: Final = (
+    "dataset.uri is a builtin dataset of another task: builtin://bbc-news and "
+    "builtin://rotten-tomatoes are text, builtin://digits is images")
+
+
+def _task_rules() -> list[Rule]:
+    rules = [Rule("self.task == 'image-classification' || !has(self.hyperparameters) || "
+                  "!has(self.hyperparameters.imageSize)", IMAGE_SIZE_MESSAGE,
+                  field_path=".hyperparameters.imageSize"),
+             Rule("self.task != 'image-classification' || !has(self.dataset.captured)",
+                  CAPTURED_IMAGES_MESSAGE, field_path=".dataset.captured")]
+    for table, field, message in ((BUILTIN_MODELS, "model", BUILTIN_MODEL_MESSAGE),
+                                  (BUILTIN_DATASETS, "dataset", BUILTIN_DATASET_MESSAGE)):
+        refused = " || ".join(
+            f"(self.task == '{task.value}' && self.{field}.uri in "
+            f"{_cel_list(_other_tasks_builtins(table, task))})" for task in Task)
+        rules.append(Rule(f"!({refused})", message, field_path=f".{field}.uri"))
+    return rules
+
+
 class TrainingJobSpec(SpecModel):
     """What to train, on what data, with which resources.
 
     Everything but runPolicy.suspend and runPolicy.ttlSecondsAfterFinished is immutable:
-    a TrainingJob is a record of one training run.
+    a TrainingJob is a record of one training run. Task-specific fields are checked
+    against spec.task (imageSize, the builtin:// models and datasets of each task).
     """
+
+    model_config = ConfigDict(json_schema_extra=k8s(*_task_rules()))
 
     model: BaseModelSpec = Field(json_schema_extra=k8s(immutable=True))
     """Base (pretrained) model."""
 
     task: Task = Field(default=Task.TEXT_CLASSIFICATION, json_schema_extra=k8s(immutable=True))
-    """What the model learns: text-classification."""
+    """What the model learns: text-classification or image-classification (a fine-tuned
+    EfficientNet-Lite0 by default; docs/trainer.md)."""
 
     dataset: TrainingDataset = Field(json_schema_extra=k8s(immutable=True))
     """Training (and validation) data."""
@@ -196,6 +255,24 @@ class TrainingJobSpec(SpecModel):
     storage: StorageSpec = Field(
         default_factory=StorageSpec, json_schema_extra=k8s(immutable=True, default={}))
     """Credentials for s3:// URIs."""
+
+    @model_validator(mode="after")
+    def _fields_fit_the_task(self) -> TrainingJobSpec:
+        if self.task != Task.IMAGE_CLASSIFICATION and self.hyperparameters.image_size is not None:
+            raise ValueError(IMAGE_SIZE_MESSAGE)
+        if self.task == Task.IMAGE_CLASSIFICATION and self.dataset.captured is not None:
+            raise ValueError(CAPTURED_IMAGES_MESSAGE)
+        if self.model.uri in _other_tasks_builtins(BUILTIN_MODELS, self.task):
+            raise ValueError(BUILTIN_MODEL_MESSAGE)
+        if self.dataset.uri in _other_tasks_builtins(BUILTIN_DATASETS, self.task):
+            raise ValueError(BUILTIN_DATASET_MESSAGE)
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the trainer is given: the spec's, else the task's default."""
+        given = self.hyperparameters.learning_rate
+        return DEFAULT_LEARNING_RATE[self.task] if given is None else given
 
 
 TrainingJobPhase = JobPhase

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from ..api.common import DatasetSpec, pvc_claim
-from ..api.trainingjob import CapturedData, TrainingJobSpec
+from ..api.trainingjob import DEFAULT_IMAGE_SIZE, CapturedData, Task, TrainingJobSpec
 from .job import GangJobTemplate, Owner, master_address
 from .labels import TRAINING_JOB
 
@@ -60,21 +60,29 @@ def captured_flags(captured: CapturedData) -> list[str]:
             f"--holdout-fraction={number_flag(captured.holdout_fraction)}"]
 
 
+def task_size_flag(spec: TrainingJobSpec) -> str:
+    """How big one example is: tokens for text, pixels (square) for images."""
+    if spec.task == Task.IMAGE_CLASSIFICATION:
+        return f"--image-size={spec.hyperparameters.image_size or DEFAULT_IMAGE_SIZE}"
+    return f"--max-length={spec.hyperparameters.max_length}"
+
+
 def build_trainer_flags(*, spec: TrainingJobSpec) -> list[str]:
     """``modelloop-train`` flags for the spec, in the contract's order."""
     data, hp = spec.dataset, spec.hyperparameters
-    flags = [f"--model-uri={spec.model.uri}", *dataset_flags(data)]
+    flags = [f"--task={spec.task.value}", f"--model-uri={spec.model.uri}",
+             *dataset_flags(data)]
     if data.captured is not None:
         flags += captured_flags(data.captured)
     flags += [
         f"--output-uri={spec.output.uri}",
         f"--epochs={hp.epochs}",
         f"--batch-size={hp.batch_size}",
-        f"--learning-rate={number_flag(hp.learning_rate)}",
+        f"--learning-rate={number_flag(spec.learning_rate)}",
         f"--weight-decay={number_flag(hp.weight_decay)}",
         f"--warmup-ratio={number_flag(hp.warmup_ratio)}",
         f"--gradient-accumulation-steps={hp.gradient_accumulation_steps}",
-        f"--max-length={hp.max_length}",
+        task_size_flag(spec),
         f"--seed={hp.seed}",
         f"--checkpoint-every={hp.checkpoint_every}",
         f"--metric={spec.evaluation.metric.value}",

@@ -8,8 +8,9 @@ exception, because the callers report them differently:
 * **waiting** - the referenced job is missing (``SourceNotFound``: maybe not created yet,
   Argo CD syncs in any order) or still running (``WaitingForSource``); re-checked when that
   job changes and on a timer;
-* **failed** - the referenced job ended without a usable model (``SourceFailed``); it
-  never will produce one, so a person has to point elsewhere.
+* **failed** - the referenced job ended without a usable model (``SourceFailed``), or
+  trained a task this version cannot optimize or serve (``UnsupportedTask``); it never
+  will produce one, so a person has to point elsewhere.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..api.common import DatasetSpec, Lineage
 from ..api.jobs import JobPhase
 from ..api.modeldeployment import DeploymentModelSource, ServedModel
 from ..api.optimizationjob import OptimizationJobSpec, OptimizationJobStatus
-from ..api.trainingjob import TrainingJobSpec, TrainingJobStatus
+from ..api.trainingjob import Task, TrainingJobSpec, TrainingJobStatus
 from ..status import ConditionType, get_condition
 
 
@@ -36,6 +37,7 @@ class SourceReason:
     NOT_FOUND: Final = "SourceNotFound"
     WAITING: Final = "WaitingForSource"
     FAILED: Final = "SourceFailed"
+    UNSUPPORTED_TASK: Final = "UnsupportedTask"
     NOT_READY: Final = "SourceNotReady"
 
 
@@ -106,11 +108,17 @@ def resolve_training_job(*, name: str, obj: Mapping[str, Any] | None) -> Resolut
         status = TrainingJobStatus.model_validate(obj.get("status") or {})
     except ValidationError:
         status = TrainingJobStatus()
-    dataset: DatasetSpec | None
+    spec: TrainingJobSpec | None
     try:
-        dataset = TrainingJobSpec.model_validate(obj.get("spec") or {}).dataset
+        spec = TrainingJobSpec.model_validate(obj.get("spec") or {})
     except ValidationError:
-        dataset = None
+        spec = None
+    if spec is not None and spec.task != Task.TEXT_CLASSIFICATION:
+        return Resolution(SourceState.FAILED, SourceReason.UNSUPPORTED_TASK,
+                          f"TrainingJob {name} trained an {spec.task.value} model; "
+                          "optimization and serving take text-classification models only "
+                          "in this version")
+    dataset = spec.dataset if spec is not None else None
     uri = status.model.uri if status.model is not None else None
     if not uri:
         return Resolution(SourceState.FAILED, SourceReason.FAILED,
