@@ -49,7 +49,7 @@ from modelloop_operator.runner import (
     ReconcileRunner,
     retry_delay,
 )
-from modelloop_operator.slots import ReconcileSlots
+from modelloop_operator.slots import ReconcileSlots, Trigger
 
 from .memory_kube import MemoryKube
 
@@ -232,7 +232,7 @@ async def test_reconciles_beyond_the_bound_wait_their_turn_in_order() -> None:
     memo[RECONCILE_RUNNER] = ReconcileRunner(runtime=memo["runtime"], slots=ReconcileSlots(2))
     names = [f"obj-{i}" for i in range(6)]
     await asyncio.gather(*(handlers._guarded(reconcile, memo=memo, namespace="team", name=n,
-                                             trigger="create") for n in names))
+                                             trigger=Trigger.CREATE) for n in names))
     assert peak == 2 and order == names
 
 
@@ -259,14 +259,15 @@ async def test_first_reconciles_go_before_child_events_and_a_queued_object_skips
     reconcile = GatedReconcile()
     memo, order, gate = reconcile.memo, reconcile.order, reconcile.gate
 
-    def guarded(name: str, trigger: str) -> Any:
+    def guarded(name: str, trigger: Trigger) -> Any:
         return asyncio.create_task(handlers._guarded(reconcile, memo=memo, namespace="team",
                                                      name=name, trigger=trigger))
-    busy = guarded("busy", "create")
+    busy = guarded("busy", Trigger.CREATE)
     await asyncio.sleep(0)
-    queued = [guarded("old", "job"), guarded("old", "pod"), guarded("old", "timer"),
-              guarded("other", "timer"), guarded("new", "create"), guarded("busy", "timer"),
-              guarded("old", "update")]
+    queued = [guarded("old", Trigger.JOB), guarded("old", Trigger.POD),
+              guarded("old", Trigger.TIMER), guarded("other", Trigger.TIMER),
+              guarded("new", Trigger.CREATE), guarded("busy", Trigger.TIMER),
+              guarded("old", Trigger.UPDATE)]
     await asyncio.sleep(0)
     gate.set()
     await asyncio.gather(busy, *queued)
@@ -298,7 +299,7 @@ async def test_api_refusals_map_to_kopf_retries_or_permanent_failures(
     memo = no_api_memo()
     with pytest.raises(expected) as raised:  # the object's own change: kopf retries
         await handlers._guarded(reconcile, memo=memo, namespace="team", name="x",
-                                trigger="create")
+                                trigger=Trigger.CREATE)
     if delay is not None:
         assert isinstance(raised.value, kopf.TemporaryError)
         assert raised.value.delay == delay
@@ -336,7 +337,7 @@ async def test_a_child_event_returns_at_once_and_its_reconcile_retries_by_itself
     runner = handlers._runner(memo)
     for name in ("conflict", "waiting", "invalid"):
         await handlers._guarded(reconcile, memo=memo, namespace="team", name=name,
-                                trigger="job")
+                                trigger=Trigger.JOB)
     assert calls == [] and runner.in_flight == 3  # queued, not run in the handler
     await runner.drain()
     assert calls.count("conflict") == 3 and calls.count("invalid") == 1
@@ -347,7 +348,7 @@ async def test_a_child_event_returns_at_once_and_its_reconcile_retries_by_itself
     assert "source not ready; retrying in 0.05 s" in caplog.text
     assert "spec.x: bad; not retried" in caplog.text
     await runner.close()
-    assert not runner.submit(reconcile, namespace="team", name="late", trigger="job")
+    assert not runner.submit(reconcile, namespace="team", name="late", trigger=Trigger.JOB)
 
 
 def test_gang_children_are_watched_by_owner_label_and_pods_only_when_they_end() -> None:
@@ -408,7 +409,8 @@ async def test_a_resume_is_queued_not_awaited_but_still_goes_first() -> None:
     reconcile = GatedReconcile()
     memo, order, gate, runner = reconcile.memo, reconcile.order, reconcile.gate, \
         reconcile.runner
-    for name, trigger in (("busy", "resume"), ("child", "job"), ("resumed", "resume")):
+    for name, trigger in (("busy", Trigger.RESUME), ("child", Trigger.JOB),
+                          ("resumed", Trigger.RESUME)):
         await handlers._guarded(reconcile, memo=memo, namespace="team", name=name,
                                 trigger=trigger)
         await asyncio.sleep(0)  # let its task reach the slots

@@ -7,7 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from modelloop_operator.api.common import RetrainTrigger, TriggerCheck
+from modelloop_operator.api.common import (
+    TRIGGERED_BY_ANNOTATION,
+    RetrainTrigger,
+    TriggerCheck,
+    triggered_by,
+)
 from modelloop_operator.api.monitoring import (
     OptimizationJobTemplate,
     Promotion,
@@ -16,15 +21,12 @@ from modelloop_operator.api.monitoring import (
     TrainingJobTemplate,
 )
 from modelloop_operator.builders.job import Owner
-from modelloop_operator.reconcilers import trainingjob
 from modelloop_operator.reconcilers.retrain_runs import (
     SOURCE_ANNOTATION,
-    TRIGGERED_BY_ANNOTATION,
     advance_run,
     build_optimization_job,
     build_training_job,
     fingerprint_of,
-    trigger_of,
 )
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -41,10 +43,6 @@ TRIGGER = RetrainTrigger(model_deployment="bbc", at=NOW,
                          checks=[TriggerCheck(name="drift", value=0.31, threshold=0.2)])
 
 
-def test_trigger_annotation_is_the_one_the_trainingjob_reconciler_reads() -> None:
-    assert TRIGGERED_BY_ANNOTATION == trainingjob.TRIGGERED_BY_ANNOTATION
-
-
 def test_training_job_is_owned_labelled_and_carries_trigger_and_source() -> None:
     tj = build_training_job(owner=OWNER, template=TJ_TEMPLATE, name="bbc-rt-2",
                             trigger=TRIGGER, fingerprint="f00d")
@@ -56,7 +54,7 @@ def test_training_job_is_owned_labelled_and_carries_trigger_and_source() -> None
     assert meta["labels"]["modelloop.dev/modeldeployment"] == "bbc"  # ours win
     assert meta["labels"]["team"] == "news"
     assert meta["annotations"]["note"] == "x"
-    assert trigger_of(tj) == TRIGGER
+    assert triggered_by(tj) == TRIGGER
     assert fingerprint_of(tj) == "f00d" == meta["annotations"][SOURCE_ANNOTATION]
     assert tj["spec"]["output"]["uri"] == "file:///out/bbc-rt-2"
     assert tj["spec"]["model"] == {"uri": "builtin://m"}
@@ -71,8 +69,8 @@ def test_optimization_job_is_sourced_from_the_run() -> None:
 
 
 def test_unreadable_trigger_is_none() -> None:
-    assert trigger_of({"metadata": {"annotations": {TRIGGERED_BY_ANNOTATION: "{"}}}) is None
-    assert trigger_of({"metadata": {}}) is None
+    assert triggered_by({"metadata": {"annotations": {TRIGGERED_BY_ANNOTATION: "{"}}}) is None
+    assert triggered_by({"metadata": {}}) is None
 
 
 RECORD = RetrainRecord(training_job="bbc-rt-1", triggered_at=NOW)

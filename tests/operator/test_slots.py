@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import kopf
 import pytest
-from modelloop_operator.slots import Priority, ReconcileSlots, priority_of
+from modelloop_operator.slots import Priority, ReconcileSlots, Trigger
 
 
 async def assert_a_slot_is_free(slots: ReconcileSlots) -> None:
@@ -17,10 +18,18 @@ async def assert_a_slot_is_free(slots: ReconcileSlots) -> None:
 
 
 def test_priorities_of_triggers() -> None:
-    assert [priority_of(t) for t in ("create", "update", "resume")] == [Priority.FIRST] * 3
-    assert [priority_of(t) for t in ("job", "pod", "deployment", "source")] == \
-        [Priority.CHILD] * 4
-    assert priority_of("timer") is Priority.RESYNC
+    first = (Trigger.CREATE, Trigger.UPDATE, Trigger.RESUME)
+    assert [t.priority for t in first] == [Priority.FIRST] * 3
+    children = (Trigger.JOB, Trigger.POD, Trigger.DEPLOYMENT, Trigger.SOURCE)
+    assert [t.priority for t in children] == [Priority.CHILD] * 4
+    assert Trigger.TIMER.priority is Priority.RESYNC
+    assert {t.priority for t in Trigger} == set(Priority)  # every trigger is placed
+
+
+def test_kopfs_reasons_are_triggers() -> None:
+    assert [Trigger.of_reason(r) for r in kopf.Reason if r.value in set(Trigger)] == [
+        Trigger.CREATE, Trigger.UPDATE, Trigger.RESUME]
+    assert Trigger.of_reason(kopf.Reason.CREATE) == "create"  # the metric's label value
 
 
 def test_a_limit_below_one_is_refused() -> None:

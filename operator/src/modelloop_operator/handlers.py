@@ -47,7 +47,7 @@ from .reconcilers.optimizationjob import (
 from .reconcilers.runtime import Runtime
 from .reconcilers.trainingjob import TRAINING_JOBS, reconcile_training_job
 from .runner import Reconcile, ReconcileRunner, retry_delay
-from .slots import ReconcileSlots
+from .slots import ReconcileSlots, Trigger
 from .status import queued_status
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _runtime(memo: kopf.Memo) -> Runtime:
     return runtime
 
 
-IN_HANDLER_TRIGGERS: Final = frozenset({"create", "update"})
+IN_HANDLER_TRIGGERS: Final = frozenset({Trigger.CREATE, Trigger.UPDATE})
 """Triggers reconciled inside kopf's handler: kopf writes its annotations (diff base,
 progress) when such a handler returns, so these stay paced by the reconcile slots."""
 
@@ -152,7 +152,7 @@ def _runner(memo: kopf.Memo) -> ReconcileRunner:
 
 
 async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | None,
-                   name: str | None, trigger: str) -> None:
+                   name: str | None, trigger: Trigger) -> None:
     """Reconcile one object through the runner (:mod:`.runner`, :mod:`.slots`).
 
     A created or changed object is reconciled here and our errors become kopf's
@@ -182,7 +182,7 @@ async def _guarded(reconcile: Reconcile, *, memo: kopf.Memo, namespace: str | No
 
 
 async def _reconcile_training_job(*, memo: kopf.Memo, namespace: str | None, name: str | None,
-                                  trigger: str) -> None:
+                                  trigger: Trigger) -> None:
     """Reconcile one TrainingJob and translate our errors into kopf's."""
     await _guarded(reconcile_training_job, memo=memo, namespace=namespace, name=name,
                    trigger=trigger)
@@ -203,8 +203,8 @@ def _register_gang_children(*, registry: kopf.OperatorRegistry, kind: str, owner
     event of a Job, and the end or disruption of a pod, carrying ``owner_label`` reconcile
     the owner; the startup listing of a finished owner's children does not (its resume
     reconcile covers them)."""
-    for resource, child, when in ((("batch", "v1", "jobs"), "job", None),
-                                  (("v1", "pods"), "pod", _pod_ended_or_disrupted)):
+    for resource, child, when in ((("batch", "v1", "jobs"), Trigger.JOB, None),
+                                  (("v1", "pods"), Trigger.POD, _pod_ended_or_disrupted)):
         kopf.on.event(*resource, labels={owner_label: kopf.PRESENT}, when=when,
                       id=f"{kind}-{child}", registry=registry)(
             _child_handler(owner_label=owner_label, finished_index=finished_index,
@@ -212,7 +212,7 @@ def _register_gang_children(*, registry: kopf.OperatorRegistry, kind: str, owner
 
 
 def _child_handler(*, owner_label: str, finished_index: str, reconcile: Reconcile,
-                   trigger: str) -> Callable[..., Awaitable[None]]:
+                   trigger: Trigger) -> Callable[..., Awaitable[None]]:
     async def child_changed(namespace: str | None, labels: Mapping[str, str],
                             memo: kopf.Memo, type: str | None, **kwargs: Any) -> None:
         owner = labels.get(owner_label)
@@ -329,14 +329,14 @@ def build_registry(*, config: OperatorConfig) -> kopf.OperatorRegistry:
     async def training_job_changed(namespace: str | None, name: str | None, memo: kopf.Memo,
                                    reason: str, **_: Any) -> None:
         await _reconcile_training_job(memo=memo, namespace=namespace, name=name,
-                                      trigger=str(reason))
+                                      trigger=Trigger.of_reason(reason))
 
     @kopf.timer(*tj, interval=config.resync_seconds, initial_delay=config.resync_seconds,
                 when=_unfinished, id="trainingjob-resync", registry=registry)
     async def training_job_resync(namespace: str | None, name: str | None, memo: kopf.Memo,
                                   **_: Any) -> None:
         await _reconcile_training_job(memo=memo, namespace=namespace, name=name,
-                                      trigger="timer")
+                                      trigger=Trigger.TIMER)
 
     kopf.index(*tj, id=FINISHED_TRAINING_JOBS, registry=registry)(_index_finished)
     register_queued_status(registry=registry, kind="trainingjob", resource=TRAINING_JOBS)
@@ -369,14 +369,14 @@ def register_optimization_jobs(*, registry: kopf.OperatorRegistry,
     async def optimization_job_changed(namespace: str | None, name: str | None,
                                        memo: kopf.Memo, reason: str, **_: Any) -> None:
         await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace, name=name,
-                       trigger=str(reason))
+                       trigger=Trigger.of_reason(reason))
 
     @kopf.timer(*oj, interval=config.resync_seconds, initial_delay=config.resync_seconds,
                 when=_unfinished, id="optimizationjob-resync", registry=registry)
     async def optimization_job_resync(namespace: str | None, name: str | None,
                                       memo: kopf.Memo, **_: Any) -> None:
         await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace, name=name,
-                       trigger="timer")
+                       trigger=Trigger.TIMER)
 
     kopf.index(*oj, id=FINISHED_OPTIMIZATION_JOBS, registry=registry)(_index_finished)
     register_queued_status(registry=registry, kind="optimizationjob",
@@ -402,7 +402,7 @@ def register_optimization_jobs(*, registry: kopf.OperatorRegistry,
         index: kopf.Index[SourceKey, str] = kwargs[OPTIMIZATION_JOBS_BY_SOURCE]
         for found in indexed(index, (namespace, "TrainingJob", name)):
             await _guarded(reconcile_optimization_job, memo=memo, namespace=namespace,
-                           name=found, trigger="source")
+                           name=found, trigger=Trigger.SOURCE)
 
 
 def register_model_deployments(*, registry: kopf.OperatorRegistry,
@@ -417,14 +417,14 @@ def register_model_deployments(*, registry: kopf.OperatorRegistry,
     async def model_deployment_changed(namespace: str | None, name: str | None,
                                        memo: kopf.Memo, reason: str, **_: Any) -> None:
         await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace, name=name,
-                       trigger=str(reason))
+                       trigger=Trigger.of_reason(reason))
 
     @kopf.timer(*md, interval=config.resync_seconds, initial_delay=config.resync_seconds,
                 id="modeldeployment-resync", registry=registry)
     async def model_deployment_resync(namespace: str | None, name: str | None,
                                       memo: kopf.Memo, **_: Any) -> None:
         await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace, name=name,
-                       trigger="timer")
+                       trigger=Trigger.TIMER)
 
     register_queued_status(registry=registry, kind="modeldeployment",
                            resource=MODEL_DEPLOYMENTS)
@@ -435,7 +435,7 @@ def register_model_deployments(*, registry: kopf.OperatorRegistry,
     async def model_deployment_child(namespace: str | None, labels: Mapping[str, str],
                                      memo: kopf.Memo, **_: Any) -> None:
         await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace,
-                       name=labels.get(MODEL_DEPLOYMENT), trigger="deployment")
+                       name=labels.get(MODEL_DEPLOYMENT), trigger=Trigger.DEPLOYMENT)
 
     @kopf.index(*md, id=MODEL_DEPLOYMENTS_BY_SOURCE, registry=registry)
     async def model_deployments_by_source(namespace: str | None, name: str | None,
@@ -465,4 +465,4 @@ def _register_model_source(*, registry: kopf.OperatorRegistry, kind: str,
         retrained = labels.get(MODEL_DEPLOYMENT)
         for target in [*found, *([retrained] if retrained and retrained not in found else [])]:
             await _guarded(reconcile_model_deployment, memo=memo, namespace=namespace,
-                           name=target, trigger="source")
+                           name=target, trigger=Trigger.SOURCE)

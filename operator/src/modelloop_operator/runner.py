@@ -31,7 +31,7 @@ from typing import Final
 
 from .errors import ConflictError, ForbiddenError, InvalidSpecError, KubeError, WaitingError
 from .reconcilers.runtime import Runtime
-from .slots import Priority, ReconcileSlots, priority_of
+from .slots import Priority, ReconcileSlots, Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -78,28 +78,28 @@ class ReconcileRunner:
         self._timers: set[asyncio.TimerHandle] = set()
         self._closed = False
 
-    def _duplicate(self, key: Hashable, priority: Priority, trigger: str) -> bool:
+    def _duplicate(self, key: Hashable, priority: Priority, trigger: Trigger) -> bool:
         # A reconcile of this object is on its way and will read everything.
-        return self.slots.queued(key, priority) or (trigger == "timer"
+        return self.slots.queued(key, priority) or (trigger is Trigger.TIMER
                                                     and self.slots.pending(key))
 
     async def run(self, reconcile: Reconcile, *, namespace: str, name: str,
-                  trigger: str) -> None:
+                  trigger: Trigger) -> None:
         """Reconcile now (when a slot is free) and raise what it raises; nothing when a
         reconcile of the object is already waiting."""
         key: Hashable = (reconcile, namespace, name)
-        priority = priority_of(trigger)
+        priority = trigger.priority
         if self._duplicate(key, priority, trigger):
             return
         async with self.slots.hold(key, priority):
             await self._attempt(reconcile, namespace=namespace, name=name, trigger=trigger)
 
     def submit(self, reconcile: Reconcile, *, namespace: str, name: str,
-               trigger: str) -> bool:
+               trigger: Trigger) -> bool:
         """Queue a reconcile in the background; returns whether it was queued (not a
         duplicate of one already waiting, and the runner not closed)."""
         key: Hashable = (reconcile, namespace, name)
-        priority = priority_of(trigger)
+        priority = trigger.priority
         if self._closed or self._duplicate(key, priority, trigger):
             return False
         self.slots.enter(key, priority)  # counted as queued before the task even starts
@@ -111,7 +111,7 @@ class ReconcileRunner:
         return True
 
     async def _background(self, reconcile: Reconcile, *, key: Hashable, priority: Priority,
-                          namespace: str, name: str, trigger: str) -> None:
+                          namespace: str, name: str, trigger: Trigger) -> None:
         try:
             async with self.slots.entered(key, priority):
                 await self._attempt(reconcile, namespace=namespace, name=name, trigger=trigger)
@@ -123,7 +123,7 @@ class ReconcileRunner:
                                   trigger=trigger)
 
     async def _attempt(self, reconcile: Reconcile, *, namespace: str, name: str,
-                       trigger: str) -> None:
+                       trigger: Trigger) -> None:
         for attempt in range(CONFLICT_RETRIES):
             try:
                 await reconcile(runtime=self.runtime, namespace=namespace, name=name,
@@ -134,7 +134,7 @@ class ReconcileRunner:
                     raise
 
     def _retry_later(self, delay: float, reconcile: Reconcile, *, namespace: str, name: str,
-                     trigger: str) -> None:
+                     trigger: Trigger) -> None:
         def fire() -> None:
             self._timers.discard(handle)
             self.submit(reconcile, namespace=namespace, name=name, trigger=trigger)

@@ -30,7 +30,7 @@ import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class Priority(IntEnum):
@@ -41,15 +41,28 @@ class Priority(IntEnum):
     RESYNC = 2
 
 
-FIRST_TRIGGERS = frozenset({"create", "update", "resume"})
-"""kopf's reasons for a reconcile of the object itself."""
+class Trigger(StrEnum):
+    """Why a reconcile was asked for; the value labels ``modelloop_reconcile_total``."""
 
+    CREATE = "create"  # kopf's reasons for a reconcile of the object itself
+    UPDATE = "update"
+    RESUME = "resume"
+    JOB = "job"  # a child or a source moved
+    POD = "pod"
+    DEPLOYMENT = "deployment"
+    SOURCE = "source"
+    TIMER = "timer"  # the resync
 
-def priority_of(trigger: str) -> Priority:
-    """The priority of a reconcile woken by ``trigger`` (see ``modelloop_reconcile_total``)."""
-    if trigger in FIRST_TRIGGERS:
-        return Priority.FIRST
-    return Priority.RESYNC if trigger == "timer" else Priority.CHILD
+    @classmethod
+    def of_reason(cls, reason: object) -> Trigger:
+        """kopf's ``reason`` of a create, update or resume handler."""
+        return cls(str(reason))
+
+    @property
+    def priority(self) -> Priority:
+        if self in (Trigger.CREATE, Trigger.UPDATE, Trigger.RESUME):
+            return Priority.FIRST
+        return Priority.RESYNC if self is Trigger.TIMER else Priority.CHILD
 
 
 class ReconcileSlots:

@@ -7,9 +7,11 @@ durations, quantities) live in :mod:`.scalars` and are re-exported here.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
@@ -343,6 +345,20 @@ class RetrainTrigger(StatusModel):
 
     at: datetime | None = None
     """When the retrain was triggered."""
+
+
+TRIGGERED_BY_ANNOTATION: Final = "modelloop.dev/triggered-by"
+"""The JSON RetrainTrigger on a TrainingJob the ModelDeployment controller created; the
+TrainingJob reconciler copies it into ``status.lineage.triggeredBy``."""
+
+
+def triggered_by(obj: Mapping[str, Any]) -> RetrainTrigger | None:
+    """The trigger an object's annotation records; None when absent or unreadable."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(TRIGGERED_BY_ANNOTATION)
+    try:
+        return RetrainTrigger.model_validate(json.loads(raw)) if raw else None
+    except ValueError:  # pydantic's ValidationError is one
+        return None
 
 
 class Lineage(StatusModel):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from ..api.common import RetrainTrigger
+from ..api.common import RetrainTrigger, triggered_by
 from ..api.meta import GROUP, VERSION
 from ..api.modeldeployment import ModelDeploymentSpec, ServedModel
 from ..api.monitoring import (
@@ -60,7 +60,6 @@ from .retrain_runs import (
     retrain_reason,
     served_by_run,
     serving_since,
-    trigger_of,
 )
 from .rollout import same_model
 from .sources import SourceState
@@ -153,7 +152,7 @@ def _adopt(history: list[RetrainRecord], runs: Mapping[str, Object], *,
     for name, obj in runs.items():
         if name in recorded or (run_number(name, deployment=deployment) or 0) <= newest:
             continue
-        trigger = trigger_of(obj)
+        trigger = triggered_by(obj)
         history.append(RetrainRecord(
             training_job=name, triggered_at=_created_at(obj),
             checks=list(trigger.checks) if trigger is not None else [],

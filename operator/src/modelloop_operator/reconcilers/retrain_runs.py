@@ -23,14 +23,18 @@ change of the model, even across operator restarts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from ..api.capture import CaptureSpec
-from ..api.common import LocalObjectReference, RetrainTrigger, TriggerCheck
+from ..api.common import (
+    TRIGGERED_BY_ANNOTATION,
+    LocalObjectReference,
+    RetrainTrigger,
+    TriggerCheck,
+)
 from ..api.meta import API_VERSION
 from ..api.modeldeployment import DeploymentModelSource, ServedModel
 from ..api.monitoring import (
@@ -58,10 +62,6 @@ from ..monitor.retrain_policy import Permission, Refusal
 from ..status import ConditionType
 from .sources import SourceState, resolve_served_model, resolve_training_job
 
-TRIGGERED_BY_ANNOTATION: Final = "modelloop.dev/triggered-by"
-"""The trigger (JSON ``RetrainTrigger``) the TrainingJob reconciler copies into its
-``status.lineage.triggeredBy``; the same key as there, spelled here so that this module
-stays pure (a test pins the two together)."""
 SOURCE_ANNOTATION: Final = "modelloop.dev/retrain-source"
 """Fingerprint of the ``spec.model`` a run started from."""
 APPROVE_ANNOTATION: Final = "modelloop.dev/approve-promotion"
@@ -207,15 +207,6 @@ def build_optimization_job(*, owner: Owner, template: OptimizationJobTemplate, n
                                   annotations=template.metadata.annotations,
                                   fingerprint=fingerprint),
             "spec": spec}
-
-
-def trigger_of(obj: Mapping[str, Any]) -> RetrainTrigger | None:
-    """The trigger written on a run's TrainingJob (to adopt a run status never recorded)."""
-    raw = (obj.get("metadata", {}).get("annotations") or {}).get(TRIGGERED_BY_ANNOTATION)
-    try:
-        return RetrainTrigger.model_validate(json.loads(raw)) if raw else None
-    except ValueError:
-        return None
 
 
 def fingerprint_of(obj: Mapping[str, Any] | None) -> str | None:

@@ -9,7 +9,6 @@ reconcile works from one consistent snapshot whatever woke it up.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 
 from ..api import describe_validation_error
 from ..api.common import Lineage, ModelArtifact, RetrainTrigger, RunPolicy
+from ..api.common import triggered_by as read_triggered_by
 from ..api.meta import API_VERSION, GROUP, VERSION
 from ..api.trainingjob import (
     TRAININGJOB_KIND,
@@ -42,10 +42,6 @@ from .termination import parse_termination_message
 logger = logging.getLogger(__name__)
 
 TRAINING_JOBS: Final = Resource(GROUP, VERSION, TRAININGJOB_KIND.plural, TRAININGJOB_KIND.kind)
-TRIGGERED_BY_ANNOTATION: Final = "modelloop.dev/triggered-by"
-"""JSON RetrainTrigger put on a TrainingJob by whoever created it automatically (the
-ModelDeployment controller); copied into status.lineage.triggeredBy."""
-
 TRAINING: Final = GangKind(
     kind=TRAININGJOB_KIND.kind,
     resource=TRAINING_JOBS,
@@ -69,16 +65,6 @@ def _read_status(raw: object) -> TrainingJobStatus:
         # what the children show rather than stop serving the object.
         logger.warning("unreadable TrainingJob status, starting afresh: %s", exc)
         return TrainingJobStatus()
-
-
-def _triggered_by(obj: dict[str, Any]) -> RetrainTrigger | None:
-    raw = (obj["metadata"].get("annotations") or {}).get(TRIGGERED_BY_ANNOTATION)
-    if not raw:
-        return None
-    try:
-        return RetrainTrigger.model_validate(json.loads(raw))
-    except (ValueError, ValidationError):
-        return None
 
 
 def training_status(
@@ -199,7 +185,7 @@ async def _reconcile(*, runtime: Runtime, obj: dict[str, Any], now: datetime) ->
         queued=bool(spec is not None and spec.scheduling.queue_name),
         template_for=template_for, spec_problem=problem,
         image_pull_grace=timedelta(seconds=runtime.config.image_pull_grace_seconds))
-    triggered_by = _triggered_by(obj)
+    triggered_by = read_triggered_by(obj)
 
     def status_for(decision: RunDecision, observed: AttemptObservation) -> dict[str, Any]:
         new = training_status(old=old, decision=decision, observed=observed, spec=spec,
