@@ -97,8 +97,8 @@ trainer-typecheck: venv ## mypy --strict and ruff over the trainer package
 	$(VENV)/bin/mypy trainer-image/src
 	$(VENV)/bin/ruff check trainer-image tests/trainer
 
-bench-trainer: venv ## trainer benchmarks (minutes): MiniLM on BBC News, int8, distillation
-	cd bench && ../$(PY) train_bbc.py && ../$(PY) optimize_int8.py && ../$(PY) optimize_distill.py
+bench-trainer: venv ## trainer benchmarks (minutes): MiniLM on BBC News, int8, distillation, EfficientNet on digits
+	cd bench && ../$(PY) train_bbc.py && ../$(PY) optimize_int8.py && ../$(PY) optimize_distill.py && ../$(PY) train_digits.py
 
 # --- server image (server-image/README.md, docs/metrics.md) ---
 .PHONY: server-test server-typecheck bench-serve bench-capture
