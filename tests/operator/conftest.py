@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from modelloop_operator.api.trainingjob import TrainingJobSpec
 from modelloop_operator.builders.job import GangJobTemplate, Owner
 from modelloop_operator.builders.training import build_training_template
+
+from .local_api import Recorder, serving
 
 
 def training_spec(**changes: Any) -> TrainingJobSpec:
@@ -32,3 +35,10 @@ def training_template(owner: Owner, spec: TrainingJobSpec, *, attempt: int = 1
     return build_training_template(owner=owner, spec=spec, attempt=attempt,
                                    default_image="registry.example/trainer:1",
                                    default_cpu="2", default_memory="8Gi", master_port=29500)
+
+
+@pytest.fixture
+async def local_api() -> AsyncIterator[tuple[Recorder, str]]:
+    """A recording stand-in for the API server (local_api.py) and its URL."""
+    async with serving() as running:
+        yield running

@@ -4,44 +4,14 @@ headers, bodies, errors as answers, and the proxy rules (decided once, never per
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from aiohttp import web
 from modelloop_operator.apitransport import ApiTransport, no_proxy_covers, proxy_for
 from modelloop_operator.errors import ConflictError, KubeError, NotFoundError
 from modelloop_operator.kube import APPLY_PATCH, JOBS, KubeClient
 from modelloop_operator.kubeconfig import Connection, NoAuthorization, StaticToken
 
-
-class Recorder:
-    """A tiny API server: records each request and answers from a script."""
-
-    def __init__(self) -> None:
-        self.seen: list[dict[str, Any]] = []
-        self.answers: list[tuple[int, bytes]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.seen.append({"method": request.method, "path": request.path,
-                          "query": dict(request.query), "headers": dict(request.headers),
-                          "body": await request.read()})
-        status, body = self.answers.pop(0) if self.answers else (200, b'{"kind": "Job"}')
-        return web.Response(status=status, body=body, content_type="application/json")
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[tuple[Recorder, str]]:
-    recorder = Recorder()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", recorder.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield recorder, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+from .local_api import Recorder
 
 
 def configuration(host: str, *, token: str | None = "s3cr3t") -> Connection:
@@ -50,8 +20,8 @@ def configuration(host: str, *, token: str | None = "s3cr3t") -> Connection:
 
 
 async def test_requests_carry_the_token_query_and_body(
-        server: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    recorder, host = server
+        local_api: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, host = local_api
     # A proxy in the environment, bypassed for the server: requests still arrive directly.
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
@@ -76,8 +46,8 @@ async def test_requests_carry_the_token_query_and_body(
     assert json.loads(patch["body"]) == {"status": {"phase": "x"}}
 
 
-async def test_errors_are_typed_with_the_servers_message(server: tuple[Recorder, str]) -> None:
-    recorder, host = server
+async def test_errors_are_typed_with_the_servers_message(local_api: tuple[Recorder, str]) -> None:
+    recorder, host = local_api
     recorder.answers = [
         (404, b'{"kind": "Status", "message": "jobs \\"j\\" not found", "reason": "NotFound"}'),
         (409, b'{"message": "the object has been modified", "reason": "Conflict"}'),
@@ -149,8 +119,8 @@ def test_no_proxy_rules(no_proxy: str, host: str, port: int | None, covered: boo
     assert no_proxy_covers(no_proxy, host=host, port=port) is covered
 
 
-async def test_connections_are_bounded_as_configured(server: tuple[Recorder, str]) -> None:
-    _, host = server
+async def test_connections_are_bounded_as_configured(local_api: tuple[Recorder, str]) -> None:
+    _, host = local_api
     transport = ApiTransport(connection=configuration(host), request_timeout=10,
                              connections=3)
     try:
@@ -174,8 +144,8 @@ class RotatingToken:
 
 
 async def test_a_401_renews_the_credentials_and_retries_once(
-        server: tuple[Recorder, str]) -> None:
-    recorder, host = server
+        local_api: tuple[Recorder, str]) -> None:
+    recorder, host = local_api
     token = RotatingToken()
     transport = ApiTransport(connection=Connection(server=host, authorization=token),
                              request_timeout=10)

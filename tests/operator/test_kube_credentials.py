@@ -6,37 +6,13 @@ tests/cluster/test_operator_routes.py."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 from modelloop_operator.kube import shared_session
 
-
-class Seen:
-    """Requests a tiny server received: method, target as sent, headers."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append({"target": request.raw_path, "headers": dict(request.headers)})
-        return web.json_response({"kind": "Status"})
-
-
-@pytest.fixture
-async def listener() -> AsyncIterator[tuple[Seen, str]]:
-    seen = Seen()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", seen.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield seen, f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+from .local_api import Recorder
 
 
 def write_kubeconfig(path: Path, *, server: str, user: dict[str, str],
@@ -64,24 +40,24 @@ async def get_through_kopfs_session(url: str) -> None:
     ({"username": "me", "password": "pw"}, "Basic " + base64.b64encode(b"me:pw").decode()),
 ])
 async def test_every_request_carries_the_kubeconfigs_credentials(
-        listener: tuple[Seen, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        local_api: tuple[Recorder, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         user: dict[str, str], authorization: str) -> None:
-    seen, url = listener
+    recorder, url = local_api
     monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "c", server=url, user=user)))
     await get_through_kopfs_session("/api/v1/namespaces")
     await get_through_kopfs_session("/api/v1/pods")
-    assert [r["headers"].get("Authorization") for r in seen.requests] == [authorization] * 2
+    assert [r["headers"].get("Authorization") for r in recorder.seen] == [authorization] * 2
 
 
 async def test_the_kubeconfigs_proxy_carries_kopfs_requests(
-        listener: tuple[Seen, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen, proxy = listener
+        local_api: tuple[Recorder, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, proxy = local_api
     # The server's name does not resolve: only the proxy can reach it.
     path = write_kubeconfig(tmp_path / "c", server="http://api.cluster.invalid:6443",
                             user={"token": "t"}, **{"proxy-url": proxy})
     monkeypatch.setenv("KUBECONFIG", str(path))
     await get_through_kopfs_session("/apis/modelloop.dev/v1alpha1/trainingjobs?watch=true")
-    [request] = seen.requests
+    [request] = recorder.seen
     assert request["target"] == ("http://api.cluster.invalid:6443"
                                  "/apis/modelloop.dev/v1alpha1/trainingjobs?watch=true")
     assert request["headers"]["Host"] == "api.cluster.invalid:6443"
