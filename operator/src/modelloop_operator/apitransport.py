@@ -116,7 +116,8 @@ def api_session(connection: Connection, *, connections: int | None = None,
     """A session to ``connection``'s API server: its CA and client certificate, its
     proxy (:func:`proxy_for`) and its ``tls-server-name``, for every request made
     through it. ``authorize``: each request also gets the connection's current
-    Authorization header (kopf's session, whose requests we do not make ourselves)."""
+    Authorization header (asked every time: a token file is re-read, a plugin's token
+    renewed)."""
     base = connection.server.rstrip("/")
     connector = aiohttp.TCPConnector(
         limit=connections or DEFAULT_CONNECTIONS,
@@ -147,7 +148,7 @@ class ApiTransport:
         self._authorization = connection.authorization
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._base = connection.server.rstrip("/")
-        self._session = api_session(connection, connections=connections)
+        self._session = api_session(connection, connections=connections, authorize=True)
 
     async def close(self) -> None:
         """Release the connection pool."""
@@ -164,15 +165,12 @@ class ApiTransport:
         ``limit`` replaces the transport's request timeout for this request."""
         url = self._base + path + (f"?{urlencode(query)}" if query else "")
         for attempt in (1, 2):
-            all_headers = dict(headers or {})
-            # Asked every time: a token file is re-read, a plugin's token renewed.
-            authorization = await self._authorization.header()
-            if authorization:
-                all_headers["Authorization"] = authorization
+            # The session's middleware asks for the header every time (api_session).
             response = await self._session.request(
-                method, url, headers=all_headers, data=body,
+                method, url, headers=headers, data=body,
                 timeout=self._timeout if limit is None else limit)
-            if response.status != 401 or attempt == 2 or not authorization:
+            sent = "Authorization" in response.request_info.headers
+            if response.status != 401 or attempt == 2 or not sent:
                 return response
             response.release()
             self._authorization.invalidate()
