@@ -162,17 +162,3 @@ async def test_a_401_renews_the_credentials_and_retries_once(
     assert refused.value.status == 401
     assert [seen["headers"]["Authorization"] for seen in recorder.seen] == [
         "Bearer token-1", "Bearer token-2", "Bearer token-2", "Bearer token-3"]
-
-
-async def test_a_401_without_credentials_is_the_answer_at_once(
-        local_api: tuple[Recorder, str]) -> None:
-    recorder, host = local_api
-    kube = KubeClient(transport=ApiTransport(connection=configuration(host, token=None),
-                                             request_timeout=10))
-    recorder.answers = [(401, b'{"message": "Unauthorized"}')] * 2
-    try:
-        with pytest.raises(KubeError, match="Unauthorized"):
-            await kube.get(resource=JOBS, namespace="ns", name="j")
-    finally:
-        await kube.close()
-    assert len(recorder.seen) == 1 and "Authorization" not in recorder.seen[0]["headers"]

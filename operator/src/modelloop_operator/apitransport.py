@@ -116,8 +116,7 @@ def api_session(connection: Connection, *, connections: int | None = None,
     """A session to ``connection``'s API server: its CA and client certificate, its
     proxy (:func:`proxy_for`) and its ``tls-server-name``, for every request made
     through it. ``authorize``: each request also gets the connection's current
-    Authorization header (asked every time: a token file is re-read, a plugin's token
-    renewed)."""
+    Authorization header (kopf's session, whose requests we do not make ourselves)."""
     base = connection.server.rstrip("/")
     connector = aiohttp.TCPConnector(
         limit=connections or DEFAULT_CONNECTIONS,
@@ -148,7 +147,7 @@ class ApiTransport:
         self._authorization = connection.authorization
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._base = connection.server.rstrip("/")
-        self._session = api_session(connection, connections=connections, authorize=True)
+        self._session = api_session(connection, connections=connections)
 
     async def close(self) -> None:
         """Release the connection pool."""
@@ -165,12 +164,15 @@ class ApiTransport:
         ``limit`` replaces the transport's request timeout for this request."""
         url = self._base + path + (f"?{urlencode(query)}" if query else "")
         for attempt in (1, 2):
-            # The session's middleware asks for the header every time (api_session).
+            all_headers = dict(headers or {})
+            # Asked every time: a token file is re-read, a plugin's token renewed.
+            authorization = await self._authorization.header()
+            if authorization:
+                all_headers["Authorization"] = authorization
             response = await self._session.request(
-                method, url, headers=headers, data=body,
+                method, url, headers=all_headers, data=body,
                 timeout=self._timeout if limit is None else limit)
-            sent = "Authorization" in response.request_info.headers
-            if response.status != 401 or attempt == 2 or not sent:
+            if response.status != 401 or attempt == 2 or not authorization:
                 return response
             response.release()
             self._authorization.invalidate()
