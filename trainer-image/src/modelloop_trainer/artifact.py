@@ -157,16 +157,16 @@ def save_artifact(
             "transformers": _transformers_version(),
         },
     }
-    _write_json(directory / MANIFEST_FILE, manifest)
+    write_json(directory / MANIFEST_FILE, manifest)
     return manifest
 
 
 def write_sidecars(directory: Path, labels: Sequence[str], contents: ArtifactContents) -> None:
     """The files every task's artifact carries beside its weights: labels, profile, metrics."""
-    _write_json(directory / LABELS_FILE, list(labels))
+    write_json(directory / LABELS_FILE, list(labels))
     contents.reference_profile.save(directory / PROFILE_FILE)
     if contents.metrics is not None:
-        _write_json(directory / METRICS_FILE, dict(contents.metrics))
+        write_json(directory / METRICS_FILE, dict(contents.metrics))
 
 
 def weights_entry(directory: Path, encoding: str) -> dict[str, Any]:
@@ -208,14 +208,7 @@ def load_artifact(
             "classifiers (image models: modelloop_trainer.image_artifact.load_image_artifact)"
         )
     weights = manifest["weights"]
-    weights_path = directory / weights["file"]
-    if not weights_path.is_file():
-        raise ArtifactError(f"artifact {directory}: weights file {weights['file']} is missing")
-    if verify_checksum and sha256_file(weights_path) != weights["sha256"]:
-        raise ArtifactError(
-            f"artifact {directory}: {weights['file']} does not match the checksum in "
-            f"{MANIFEST_FILE} (corrupt or partially copied)"
-        )
+    weights_path = checked_weights_path(directory, manifest, verify_checksum=verify_checksum)
     labels = read_labels(directory)
     if labels != manifest["labels"]:
         raise ArtifactError(f"artifact {directory}: {LABELS_FILE} disagrees with {MANIFEST_FILE}")
@@ -232,10 +225,7 @@ def load_artifact(
             f"artifact {directory}: config has {config.num_labels} labels, "
             f"{LABELS_FILE} has {len(labels)}"
         )
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError) as exc:
-        raise ArtifactError(f"artifact {directory}: cannot read {weights['file']}: {exc}") from exc
+    tensors = read_weights(directory, weights_path)
 
     model: nn.Module = AutoModelForSequenceClassification.from_config(  # type: ignore[no-untyped-call]
         config
@@ -248,13 +238,7 @@ def load_artifact(
         quantization = manifest.get("quantization") or {}
         rebuild_quantized(model, tensors, quantization.get("modules", {}), source=str(directory))
     elif weights["encoding"] == ENCODING_FLOAT:
-        expected = set(model.state_dict())
-        if set(tensors) != expected:
-            missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-            raise ArtifactError(
-                f"artifact {directory}: weights do not fit the config "
-                f"(missing {missing[:3]}, unexpected {extra[:3]})"
-            )
+        check_weight_names(directory, model, tensors, fits="the config")
         model.load_state_dict(tensors, strict=True)
     else:
         raise ArtifactError(
@@ -271,6 +255,43 @@ def load_artifact(
         reference_profile=ReferenceProfile.load(directory / PROFILE_FILE),
         manifest=manifest,
     )
+
+
+def checked_weights_path(
+    directory: Path, manifest: Mapping[str, Any], *, verify_checksum: bool = True
+) -> Path:
+    """The manifest's weights file, present and (by default) matching its checksum."""
+    name = str(manifest["weights"]["file"])
+    path = directory / name
+    if not path.is_file():
+        raise ArtifactError(f"artifact {directory}: weights file {name} is missing")
+    if verify_checksum and sha256_file(path) != manifest["weights"]["sha256"]:
+        raise ArtifactError(
+            f"artifact {directory}: {name} does not match the checksum in "
+            f"{MANIFEST_FILE} (corrupt or partially copied)"
+        )
+    return path
+
+
+def read_weights(directory: Path, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"artifact {directory}: cannot read {path.name}: {exc}") from exc
+
+
+def check_weight_names(
+    directory: Path, model: nn.Module, tensors: Mapping[str, torch.Tensor], *, fits: str
+) -> None:
+    """The saved tensors are exactly `model`'s state (`fits`: what they must fit, for the
+    message)."""
+    expected = set(model.state_dict())
+    if set(tensors) != expected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise ArtifactError(
+            f"artifact {directory}: weights do not fit {fits} "
+            f"(missing {missing[:3]}, unexpected {extra[:3]})"
+        )
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
@@ -334,7 +355,8 @@ def weights_size_bytes(directory: Path) -> int:
     return (directory / name).stat().st_size
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """Indented JSON with a final newline, as every artifact file is written."""
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from modelloop_trainer import __version__
 from modelloop_trainer.artifact import (
@@ -28,11 +27,14 @@ from modelloop_trainer.artifact import (
     TASK_IMAGE,
     WEIGHTS_FILE,
     ArtifactContents,
+    check_weight_names,
+    checked_weights_path,
     read_labels,
     read_manifest,
+    read_weights,
     record_fields,
-    sha256_file,
     weights_entry,
+    write_json,
     write_sidecars,
 )
 from modelloop_trainer.errors import ArtifactError
@@ -86,7 +88,7 @@ def save_image_artifact(
     metadata = {"format": "pt", "encoding": ENCODING_FLOAT}
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata=metadata)
     config = image_config(labels, image_size)
-    _write_json(directory / CONFIG_FILE, config)
+    write_json(directory / CONFIG_FILE, config)
     write_sidecars(directory, labels, contents)
     manifest: dict[str, Any] = {
         "format": FORMAT,
@@ -104,7 +106,7 @@ def save_image_artifact(
         **record_fields(contents, tensors),
         "createdBy": {"modelloop-trainer": __version__, "torch": torch.__version__},
     }
-    _write_json(directory / MANIFEST_FILE, manifest)
+    write_json(directory / MANIFEST_FILE, manifest)
     return manifest
 
 
@@ -134,14 +136,7 @@ def load_image_artifact(
         raise ArtifactError(
             f"artifact {directory}: task is {manifest.get('task')!r}, not {TASK_IMAGE!r}"
         )
-    weights_path = directory / manifest["weights"]["file"]
-    if not weights_path.is_file():
-        raise ArtifactError(f"artifact {directory}: weights file {weights_path.name} is missing")
-    if sha256_file(weights_path) != manifest["weights"]["sha256"]:
-        raise ArtifactError(
-            f"artifact {directory}: {weights_path.name} does not match the checksum in "
-            f"{MANIFEST_FILE} (corrupt or partially copied)"
-        )
+    weights_path = checked_weights_path(directory, manifest)
     labels = read_labels(directory)
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())
@@ -158,20 +153,11 @@ def load_image_artifact(
             f"knows {ARCHITECTURE!r}"
         )
     size = int(image_size or config["imageSize"])
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError) as exc:
-        raise ArtifactError(
-            f"artifact {directory}: cannot read {weights_path.name}: {exc}"
-        ) from exc
+    tensors = read_weights(directory, weights_path)
     network = build_network(len(labels), size)
-    expected = set(network.state_dict())
-    if set(tensors) != expected:
-        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-        raise ArtifactError(
-            f"artifact {directory}: weights do not fit {ARCHITECTURE} with {len(labels)} "
-            f"classes (missing {missing[:3]}, unexpected {extra[:3]})"
-        )
+    check_weight_names(
+        directory, network, tensors, fits=f"{ARCHITECTURE} with {len(labels)} classes"
+    )
     try:
         network.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
@@ -181,7 +167,3 @@ def load_image_artifact(
     return LoadedImageArtifact(
         path=directory, model=model, labels=labels, image_size=size, manifest=manifest
     )
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")

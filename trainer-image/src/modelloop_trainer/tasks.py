@@ -189,9 +189,10 @@ class TextClassification(Task):
 
 
 class ImageModel(TaskModel):
+    model: ImageClassifier
+
     def __init__(self, model: ImageClassifier, image_size: int) -> None:
         self.model = model
-        self.classifier = model  # typed as what it is, for save_image_artifact
         self.image_size = image_size
 
     def pixels(self, inputs: Sequence[str], what: str) -> torch.Tensor:
@@ -224,7 +225,7 @@ class ImageModel(TaskModel):
 
     def save(self, directory: Path, contents: ArtifactContents) -> dict[str, Any]:
         return save_image_artifact(
-            directory, model=self.classifier, image_size=self.image_size, contents=contents
+            directory, model=self.model, image_size=self.image_size, contents=contents
         )
 
 
